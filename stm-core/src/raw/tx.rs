@@ -1,0 +1,449 @@
+//! The logs of one running transaction and the TL2 commit protocol over them.
+//!
+//! This module owns every raw pointer a transaction holds. The safe layer in `transaction.rs`
+//! drives it: `begin`, then `read`/`write` (and nesting marks for `or_else`), then `commit`,
+//! `wait_for_change` or `reset`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::clock::{self, Clock};
+use super::parking::{self, WaitRegistry, Waiter};
+use super::reclaim::{self, Guard};
+use super::tvar::{Header, RawTVar, TVarHandle, same_version};
+use super::versioned_lock::Word;
+use crate::sync::{Arc, spin_loop};
+
+/// The transaction saw a concurrent commit and must restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conflict;
+
+/// How many times a reader spins on a locked variable before giving up on this attempt.
+const READ_SPINS: u32 = 128;
+/// How many times a committer spins on a taken lock before abandoning the commit.
+const LOCK_SPINS: u32 = 64;
+/// Write sets up to this size are searched linearly; larger ones get a hash index.
+const LINEAR_MAX: usize = 8;
+/// Logs that grew past this many entries are shrunk back after the transaction.
+const KEEP_CAPACITY: usize = 1 << 14;
+
+#[derive(Debug, Clone, Copy)]
+struct ReadEntry {
+    header: *const Header,
+    version: u64,
+}
+
+/// `publish` / `drop_pending` of the entry's `T`: see [`RawTVar::publish_erased`].
+type PublishFn = unsafe fn(*const Header, *mut (), &Guard);
+type DropFn = unsafe fn(*mut ());
+
+#[derive(Debug)]
+struct WriteEntry {
+    header: *const Header,
+    /// A `Box<T>` for the `T` of `header`'s variable; moved into the variable by `publish`.
+    pending: *mut (),
+    publish: PublishFn,
+    drop_pending: DropFn,
+    /// The word `try_lock` replaced, while the commit holds the lock.
+    locked_from: Word,
+}
+
+/// A value overwritten inside an `or_else` alternative, to put back if it retries.
+#[derive(Debug)]
+struct Undo {
+    index: usize,
+    pending: *mut (),
+    drop_pending: DropFn,
+}
+
+/// Where a nested alternative began: see [`RawTx::begin_nested`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    writes: usize,
+    undo: usize,
+    outer_nest: usize,
+}
+
+/// A multiplicative hasher for addresses (the std one is DoS-resistant and slow).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = ((n as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
+/// The read set, write set and epoch guard of one transaction attempt.
+///
+/// # Invariants
+///
+/// - `guard` is `Some` whenever `reads`, `writes` or `undo` is non-empty. Every `header` in them
+///   was recorded from a live `TVarHandle` while that guard was pinned, and variables are freed
+///   through the epoch (see `RawTVar`), so the pointers stay valid until the guard is dropped;
+///   the guard is dropped only after the logs are cleared (`reset`, `wait_for_change`).
+/// - Each `WriteEntry`'s `pending`, `publish` and `drop_pending` were made for the `T` of its
+///   header's `RawTVar<T>`, and `pending` is owned by the entry (or by an `Undo`) until it is
+///   published or dropped, exactly once. Headers in `writes` are unique.
+/// - `index` is either empty or maps the address of every entry of `writes` to its position.
+/// - Undo entries' indexes are below the `nest` mark that was current when they were pushed, so
+///   they stay in bounds until that nesting level is left.
+#[derive(Debug)]
+pub(crate) struct RawTx {
+    guard: Option<Guard>,
+    clock: &'static Clock,
+    registry: &'static WaitRegistry,
+    rv: u64,
+    reads: Vec<ReadEntry>,
+    writes: Vec<WriteEntry>,
+    index: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
+    undo: Vec<Undo>,
+    /// Writes below this index belong to enclosing alternatives: overwriting them needs an undo.
+    nest: usize,
+    /// Reused scratch space: addresses to wake after a commit, or to wait on.
+    scratch: Vec<(usize, u64)>,
+}
+
+impl RawTx {
+    pub(crate) fn new() -> Self {
+        Self {
+            guard: None,
+            clock: clock::global(),
+            registry: parking::global(),
+            rv: 0,
+            reads: Vec::new(),
+            writes: Vec::new(),
+            index: HashMap::default(),
+            undo: Vec::new(),
+            nest: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Starts an attempt: pins the epoch and takes the read version.
+    pub(crate) fn begin(&mut self) {
+        debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
+        self.guard = Some(reclaim::pin());
+        self.rv = self.clock.now();
+    }
+
+    pub(crate) fn has_reads(&self) -> bool {
+        !self.reads.is_empty()
+    }
+
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    fn find(&self, header: *const Header) -> Option<usize> {
+        if self.index.is_empty() {
+            self.writes.iter().position(|e| e.header == header)
+        } else {
+            self.index.get(&(header as usize)).copied()
+        }
+    }
+
+    /// Runs `f` on the value of `tv` as this transaction sees it: its own pending write, or the
+    /// committed value if that is consistent with every earlier read (opacity).
+    pub(crate) fn read<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        let raw = tv.raw();
+        let header: *const Header = raw.header();
+        if !self.writes.is_empty() {
+            if let Some(i) = self.find(header) {
+                // SAFETY: the entry for `tv`'s header holds a live `Box<T>` of this `T`
+                // (invariants on `RawTx`); we hand out a shared borrow that ends with `f`.
+                return Ok(f(unsafe { &*self.writes[i].pending.cast::<T>() }));
+            }
+        }
+        let ptr = self.read_committed(raw)?;
+        // SAFETY: `ptr` is the committed value at a version consistent with our snapshot,
+        // loaded while `self.guard` pins us: it stays allocated and unmodified until we unpin
+        // (invariant on `RawTVar`).
+        Ok(f(unsafe { &*ptr }))
+    }
+
+    fn read_committed<T>(&mut self, raw: &RawTVar<T>) -> Result<*mut T, Conflict> {
+        debug_assert!(self.guard.is_some(), "read outside a running transaction");
+        let lock = &raw.header().lock;
+        let mut spins = 0_u32;
+        loop {
+            let pre = lock.load();
+            if pre.is_locked() {
+                spins += 1;
+                if spins > READ_SPINS {
+                    return Err(Conflict);
+                }
+                spin_loop();
+                continue;
+            }
+            if pre.version() > self.rv {
+                // Newer than our snapshot: move the snapshot forward if nothing we read changed.
+                self.extend()?;
+                continue;
+            }
+            let ptr = raw.load_value();
+            if same_version(pre, lock.load()) {
+                self.reads.push(ReadEntry { header: raw.header(), version: pre.version() });
+                return Ok(ptr);
+            }
+        }
+    }
+
+    /// Lazy snapshot extension: if every read is still current, the snapshot holds at `now`.
+    fn extend(&mut self) -> Result<(), Conflict> {
+        let now = self.clock.now();
+        if self.validate(false) {
+            self.rv = now;
+            Ok(())
+        } else {
+            Err(Conflict)
+        }
+    }
+
+    /// True if every read variable still has the version we read. With `own_locks`, variables
+    /// locked by this transaction's commit count with the version they had when locked.
+    fn validate(&self, own_locks: bool) -> bool {
+        self.reads.iter().all(|r| {
+            // SAFETY: recorded while pinned; we are still pinned (invariants on `RawTx`).
+            let word = unsafe { &*r.header }.lock.load();
+            if !word.is_locked() {
+                return word.version() == r.version;
+            }
+            own_locks
+                && self.find(r.header).is_some_and(|i| {
+                    self.writes[i].locked_from.version() == r.version
+                })
+        })
+    }
+
+    /// Buffers `value` as the new value of `tv`, to be published at commit.
+    pub(crate) fn write<T: Send + Sync + 'static>(&mut self, tv: &TVarHandle<T>, value: T) {
+        debug_assert!(self.guard.is_some(), "write outside a running transaction");
+        let header: *const Header = tv.raw().header();
+        match self.find(header) {
+            Some(i) if i >= self.nest => {
+                // SAFETY: the pending box is this `T`'s and owned by the entry (invariants);
+                // assigning drops the old value in place and reuses the allocation.
+                unsafe { *self.writes[i].pending.cast::<T>() = value };
+            }
+            Some(i) => {
+                // The entry belongs to an enclosing alternative: keep its value for rollback.
+                let entry = &mut self.writes[i];
+                let old = std::mem::replace(&mut entry.pending, Box::into_raw(Box::new(value)).cast());
+                self.undo.push(Undo { index: i, pending: old, drop_pending: entry.drop_pending });
+            }
+            None => {
+                let index = self.writes.len();
+                self.writes.push(WriteEntry {
+                    header,
+                    pending: Box::into_raw(Box::new(value)).cast(),
+                    publish: RawTVar::<T>::publish_erased,
+                    drop_pending: RawTVar::<T>::drop_pending,
+                    locked_from: Word::UNLOCKED,
+                });
+                if !self.index.is_empty() {
+                    self.index.insert(header as usize, index);
+                } else if self.writes.len() > LINEAR_MAX {
+                    self.index.extend(self.writes.iter().enumerate().map(|(i, e)| (e.header as usize, i)));
+                }
+            }
+        }
+    }
+
+    /// Opens a nested alternative (`or_else`): later writes can be rolled back to here.
+    pub(crate) fn begin_nested(&mut self) -> Mark {
+        let mark = Mark { writes: self.writes.len(), undo: self.undo.len(), outer_nest: self.nest };
+        self.nest = self.writes.len();
+        mark
+    }
+
+    /// Closes a nested alternative that succeeded: its writes become the enclosing level's.
+    pub(crate) fn end_nested(&mut self, mark: Mark) {
+        self.nest = mark.outer_nest;
+        if self.nest == 0 {
+            // Back at the top level: nothing can roll back any more.
+            self.drop_undo(0);
+        }
+    }
+
+    /// Closes a nested alternative that retried: undoes its writes. Its reads stay (a retry
+    /// must wait on what every alternative read, and the choice of the next alternative
+    /// depends on them).
+    pub(crate) fn rollback_nested(&mut self, mark: Mark) {
+        while self.undo.len() > mark.undo {
+            let undo = self.undo.pop().expect("undo entry");
+            let entry = &mut self.writes[undo.index];
+            let newer = std::mem::replace(&mut entry.pending, undo.pending);
+            // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
+            unsafe { (entry.drop_pending)(newer) };
+        }
+        self.truncate_writes(mark.writes);
+        self.nest = mark.outer_nest;
+    }
+
+    fn drop_undo(&mut self, keep: usize) {
+        for undo in self.undo.drain(keep..) {
+            // SAFETY: the undo entry owns its box (invariants on `RawTx`).
+            unsafe { (undo.drop_pending)(undo.pending) };
+        }
+    }
+
+    fn truncate_writes(&mut self, len: usize) {
+        for entry in self.writes.drain(len..) {
+            if !self.index.is_empty() {
+                self.index.remove(&(entry.header as usize));
+            }
+            // SAFETY: the entry owns its pending box, which was never published.
+            unsafe { (entry.drop_pending)(entry.pending) };
+        }
+        if self.writes.len() <= LINEAR_MAX {
+            self.index.clear();
+        }
+    }
+
+    /// Tries to commit. Read-only transactions commit at once: every read was validated against
+    /// the snapshot when it was made. Writers lock their write set, take a write version,
+    /// validate their reads, publish, unlock, then wake the waiters of what they wrote.
+    ///
+    /// On `Err`, nothing was published and every lock is released; the logs are kept for
+    /// `reset`. On `Ok`, the write set has been moved into the variables.
+    pub(crate) fn commit(&mut self) -> Result<(), Conflict> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        for i in 0..self.writes.len() {
+            // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
+            let lock = &unsafe { &*self.writes[i].header }.lock;
+            let mut spins = 0_u32;
+            let locked_from = loop {
+                if let Some(word) = lock.try_lock() {
+                    break Some(word);
+                }
+                spins += 1;
+                if spins > LOCK_SPINS {
+                    break None;
+                }
+                spin_loop();
+            };
+            match locked_from {
+                Some(word) => self.writes[i].locked_from = word,
+                None => {
+                    self.unlock_unchanged(i);
+                    return Err(Conflict);
+                }
+            }
+        }
+        let wv = self.clock.tick();
+        // TL2: if no other writer took a version since our snapshot, nothing we read changed.
+        if wv != self.rv + 1 && !self.validate(true) {
+            self.unlock_unchanged(self.writes.len());
+            return Err(Conflict);
+        }
+        let guard = self.guard.as_ref().expect("a running transaction is pinned");
+        self.scratch.clear();
+        for entry in self.writes.drain(..) {
+            // SAFETY: we hold the entry's lock (taken above), its pending box, publish fn and
+            // header match (invariants on `RawTx`), and `guard` pins us.
+            unsafe { (entry.publish)(entry.header, entry.pending, guard) };
+            // SAFETY: header still valid (pinned); we hold its lock and wake waiters below.
+            unsafe { (*entry.header).lock.unlock(wv) };
+            if entry.locked_from.has_waiters() {
+                self.scratch.push((entry.header as usize, 0));
+            }
+        }
+        self.index.clear();
+        // Wake after every lock is released, so woken threads find the new values.
+        for &(addr, _) in &self.scratch {
+            self.registry.wake(addr);
+        }
+        Ok(())
+    }
+
+    /// Releases the locks of the first `locked` write entries, restoring their words.
+    fn unlock_unchanged(&mut self, locked: usize) {
+        for entry in &self.writes[..locked] {
+            // SAFETY: pinned, so the header is valid; we took this lock in `commit` and
+            // `locked_from` is the word it replaced.
+            unsafe { (*entry.header).lock.restore(entry.locked_from) };
+        }
+    }
+
+    /// Blocks until a variable in the read set may have changed, then resets the logs.
+    ///
+    /// Registers `waiter` on every variable read and sets its `WAITER_BIT`; if one already
+    /// changed (or is being committed), returns at once. The epoch is unpinned before sleeping.
+    pub(crate) fn wait_for_change(&mut self, waiter: &Arc<Waiter>) {
+        self.scratch.clear();
+        self.scratch.extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
+        self.scratch.sort_unstable();
+        self.scratch.dedup();
+        waiter.reset();
+        let mut registered = 0;
+        let mut changed = self.scratch.windows(2).any(|w| w[0].0 == w[1].0);
+        if !changed {
+            for &(addr, version) in &self.scratch {
+                self.registry.register(addr, waiter);
+                registered += 1;
+                // SAFETY: `addr` is a header recorded while pinned; still pinned.
+                if !unsafe { &*(addr as *const Header) }.lock.try_add_waiter(version) {
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        // No header is dereferenced past this point: unpin before sleeping.
+        self.reset();
+        if !changed {
+            waiter.wait();
+        }
+        for &(addr, _) in &self.scratch[..registered] {
+            self.registry.deregister(addr, waiter);
+        }
+    }
+
+    /// Ends the attempt: drops pending values, clears the logs, unpins.
+    pub(crate) fn reset(&mut self) {
+        self.drop_undo(0);
+        self.truncate_writes(0);
+        self.reads.clear();
+        self.nest = 0;
+        self.guard = None;
+        if self.reads.capacity() > KEEP_CAPACITY {
+            self.reads.shrink_to(KEEP_CAPACITY / 16);
+        }
+        if self.writes.capacity() > KEEP_CAPACITY {
+            self.writes.shrink_to(KEEP_CAPACITY / 16);
+            self.index.shrink_to(KEEP_CAPACITY / 16);
+        }
+    }
+}
+
+impl Drop for RawTx {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+/// Wakes the waiters of a variable written outside a transaction (`write_atomic`).
+pub(crate) fn wake_after_store(header: &Header, replaced: Word) {
+    if replaced.has_waiters() {
+        parking::global().wake(header.addr());
+    }
+}

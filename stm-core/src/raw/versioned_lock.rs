@@ -1,0 +1,162 @@
+//! The TL2 lock word: one per `TVar`, holding a write lock, a waiter flag and a version.
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Set while a committer holds the variable's write lock.
+pub(crate) const LOCK_BIT: u64 = 0b01;
+/// Set while a thread blocked in `retry` may be registered on this variable.
+pub(crate) const WAITER_BIT: u64 = 0b10;
+/// The version lives above the two flag bits.
+pub(crate) const VERSION_SHIFT: u32 = 2;
+
+/// A snapshot of a [`VersionedLock`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Word(u64);
+
+impl Word {
+    /// A placeholder for log entries that hold no lock yet.
+    pub(crate) const UNLOCKED: Word = Word(0);
+
+    pub(crate) fn is_locked(self) -> bool {
+        self.0 & LOCK_BIT != 0
+    }
+
+    pub(crate) fn has_waiters(self) -> bool {
+        self.0 & WAITER_BIT != 0
+    }
+
+    /// The clock value of the commit that last wrote the variable.
+    pub(crate) fn version(self) -> u64 {
+        self.0 >> VERSION_SHIFT
+    }
+}
+
+/// Write lock, waiter flag and version of one `TVar`, packed in a word (TL2).
+///
+/// # State
+///
+/// ```text
+/// WAITER_BIT | LOCK_BIT | version | meaning
+///     0      |    0     |    v    | unlocked; last written by the commit at clock `v`
+///     1      |    0     |    v    | the same, and a `retry` waiter may be registered
+///     w      |    1     |    v    | a committer holds the lock; readers spin or abort
+/// ```
+///
+/// # Invariants
+///
+/// - Only the lock holder changes the version, and only in [`unlock`](Self::unlock).
+/// - `WAITER_BIT` is only ever set on an *unlocked* word ([`try_add_waiter`](Self::try_add_waiter)),
+///   so the word a committer saw when it took the lock tells it, exactly, whether it must wake
+///   waiters: nobody can add one while it holds the lock. `unlock` clears the bit, and the
+///   committer then wakes every registered waiter.
+#[derive(Debug)]
+pub(crate) struct VersionedLock {
+    state: AtomicU64,
+}
+
+impl VersionedLock {
+    pub(crate) fn new(version: u64) -> Self {
+        Self { state: AtomicU64::new(version << VERSION_SHIFT) }
+    }
+
+    /// The current word. `Acquire`: a reader that then loads the value slot sees the value that
+    /// was published before this version was stored.
+    pub(crate) fn load(&self) -> Word {
+        Word(self.state.load(Ordering::Acquire))
+    }
+
+    /// Takes the lock if it is free, returning the word it replaced.
+    pub(crate) fn try_lock(&self) -> Option<Word> {
+        let current = self.state.load(Ordering::Relaxed);
+        if current & LOCK_BIT != 0 {
+            return None;
+        }
+        self.state
+            .compare_exchange(current, current | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(Word)
+    }
+
+    /// Publishes `new_version` and releases the lock, clearing the waiter flag.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock: a successful [`try_lock`](Self::try_lock) not yet followed by
+    /// `unlock` or [`restore`](Self::restore). If the word it replaced had `WAITER_BIT`, the
+    /// caller wakes the variable's waiters afterwards.
+    pub(crate) unsafe fn unlock(&self, new_version: u64) {
+        debug_assert!(self.load().is_locked(), "unlock without the lock");
+        self.state.store(new_version << VERSION_SHIFT, Ordering::Release);
+    }
+
+    /// Releases the lock without a new version: the commit was abandoned.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the lock, and `previous` is the word its `try_lock` returned.
+    pub(crate) unsafe fn restore(&self, previous: Word) {
+        debug_assert!(self.load().is_locked(), "restore without the lock");
+        debug_assert!(!previous.is_locked());
+        self.state.store(previous.0, Ordering::Release);
+    }
+
+    /// Sets `WAITER_BIT` if the word is unlocked and still at `version`; false if the variable
+    /// was locked or written since the waiter read it (it must then not go to sleep).
+    pub(crate) fn try_add_waiter(&self, version: u64) -> bool {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let word = Word(current);
+            if word.is_locked() || word.version() != version {
+                return false;
+            }
+            if word.has_waiters() {
+                return true;
+            }
+            // Both this CAS and the committer's `try_lock` are read-modify-writes of one word, so
+            // either our bit lands first and the committer's CAS reads it, or ours fails because
+            // the lock was taken. `Release` pairs with `try_lock`'s `Acquire`: a committer that
+            // sees the bit also sees the registry entry pushed before it.
+            match self.state.compare_exchange_weak(
+                current,
+                current | WAITER_BIT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(stm_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_unlock_publishes_version_and_clears_waiters() {
+        let lock = VersionedLock::new(3);
+        assert!(lock.try_add_waiter(3));
+        let prev = lock.try_lock().unwrap();
+        assert!(prev.has_waiters() && prev.version() == 3);
+        assert!(lock.try_lock().is_none());
+        assert!(!lock.try_add_waiter(3), "no waiter may be added while locked");
+        // SAFETY: we hold the lock (try_lock above succeeded).
+        unsafe { lock.unlock(7) };
+        let word = lock.load();
+        assert!(!word.is_locked() && !word.has_waiters());
+        assert_eq!(word.version(), 7);
+        assert!(!lock.try_add_waiter(3), "stale version");
+    }
+
+    #[test]
+    fn restore_gives_back_the_exact_word() {
+        let lock = VersionedLock::new(5);
+        assert!(lock.try_add_waiter(5));
+        let before = lock.load();
+        let prev = lock.try_lock().unwrap();
+        // SAFETY: we hold the lock and `prev` is what try_lock returned.
+        unsafe { lock.restore(prev) };
+        assert_eq!(lock.load(), before);
+    }
+}

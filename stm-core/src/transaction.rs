@@ -1,0 +1,500 @@
+//! [`Transaction`], [`atomically`] and the run loop: conflicts, backoff, `retry`, hooks.
+
+use std::cell::Cell;
+use std::fmt;
+
+use crate::error::{StmError, StmResult, TxError};
+use crate::raw::parking::Waiter;
+use crate::raw::tx::{Mark, RawTx};
+use crate::stats::Counters;
+use crate::sync::{Arc, AtomicUsize, Ordering, spin_loop, yield_now};
+
+type BeforeHook = Box<dyn FnOnce(&mut Transaction) -> StmResult<()>>;
+type AfterHook = Box<dyn FnOnce()>;
+
+const NESTED_MSG: &str = "stmx: atomically (or write_atomic) called inside a running transaction; \
+     pass the `&mut Transaction` to the inner code instead of starting a nested transaction";
+const EMPTY_RETRY_MSG: &str = "stmx: retry called by a transaction that has read no TVar; \
+     it would block forever (retry waits for a change to a variable the transaction read)";
+const HOOK_RETRY_MSG: &str = "stmx: retry called in a before_commit hook; \
+     hooks run once the transaction has decided to commit and cannot block";
+
+/// After this many conflicts in a row, a transaction runs alone among writers.
+const SERIAL_AFTER: u32 = 12;
+
+/// The state of one running transaction: its read and write logs and its hooks.
+///
+/// You never create one: [`atomically`] hands `&mut Transaction` to its closure, and functions
+/// that take `&mut Transaction` compose into larger transactions. Each thread reuses one
+/// `Transaction` (its logs keep their capacity), so a transaction allocates nothing but the
+/// values it writes.
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{StmResult, TVar, Transaction, atomically};
+///
+/// fn transfer(tx: &mut Transaction, from: &TVar<i64>, to: &TVar<i64>, n: i64) -> StmResult<()> {
+///     from.modify(tx, |v| v - n)?;
+///     to.modify(tx, |v| v + n)
+/// }
+/// let (a, b, c) = (TVar::new(10), TVar::new(0), TVar::new(0));
+/// atomically(|tx| {
+///     transfer(tx, &a, &b, 4)?; // two transfers, one atomic step
+///     transfer(tx, &b, &c, 1)
+/// });
+/// assert_eq!((a.read_atomic(), b.read_atomic(), c.read_atomic()), (6, 3, 1));
+/// ```
+pub struct Transaction {
+    pub(crate) raw: RawTx,
+    before: Vec<Option<BeforeHook>>,
+    after: Vec<AfterHook>,
+    waiter: Option<Arc<Waiter>>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("before_commit_hooks", &self.before.len())
+            .field("after_commit_hooks", &self.after.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an `or_else` alternative began.
+#[derive(Clone, Copy)]
+struct NestMark {
+    raw: Mark,
+    before: usize,
+    after: usize,
+}
+
+impl Transaction {
+    fn new() -> Self {
+        Self {
+            raw: RawTx::new(),
+            before: Vec::new(),
+            after: Vec::new(),
+            waiter: None,
+            counters: Counters::register(),
+        }
+    }
+
+    /// Drops everything of the current attempt: logs, pending values, hooks.
+    fn clear(&mut self) {
+        self.raw.reset();
+        self.before.clear();
+        self.after.clear();
+    }
+
+    fn begin_nested(&mut self) -> NestMark {
+        NestMark { raw: self.raw.begin_nested(), before: self.before.len(), after: self.after.len() }
+    }
+
+    fn rollback_nested(&mut self, mark: NestMark) {
+        self.raw.rollback_nested(mark.raw);
+        self.before.truncate(mark.before);
+        self.after.truncate(mark.after);
+    }
+
+    /// Runs `first`; if it retries, rolls back its writes and hooks and runs `second` instead.
+    ///
+    /// If both retry, the retry propagates, and the transaction blocks until a variable read by
+    /// either alternative changes. Conflicts and panics propagate from either. Alternatives
+    /// nest: `second` may itself be an `or_else`.
+    ///
+    /// # Retries
+    ///
+    /// Both closures may run several times, as the whole transaction may be re-run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically, retry};
+    ///
+    /// let (fast, slow) = (TVar::new(None), TVar::new(Some(7)));
+    /// let got = atomically(|tx| {
+    ///     tx.or_else(
+    ///         |tx| match fast.read(tx)? { Some(v) => Ok(v), None => retry() },
+    ///         |tx| match slow.read(tx)? { Some(v) => Ok(v), None => retry() },
+    ///     )
+    /// });
+    /// assert_eq!(got, 7);
+    /// ```
+    pub fn or_else<T>(
+        &mut self,
+        mut first: impl FnMut(&mut Transaction) -> StmResult<T>,
+        mut second: impl FnMut(&mut Transaction) -> StmResult<T>,
+    ) -> StmResult<T> {
+        let mark = self.begin_nested();
+        match first(self) {
+            Err(StmError::Retry) => {
+                self.rollback_nested(mark);
+                second(self)
+            }
+            other => {
+                self.raw.end_nested(mark.raw);
+                other
+            }
+        }
+    }
+
+    /// The same as [`or_else`](Self::or_else), under the name the `stm` crate uses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{atomically, retry};
+    ///
+    /// let v = atomically(|tx| tx.or(|_| retry(), |_| Ok(2)));
+    /// assert_eq!(v, 2);
+    /// ```
+    pub fn or<T>(
+        &mut self,
+        first: impl FnMut(&mut Transaction) -> StmResult<T>,
+        second: impl FnMut(&mut Transaction) -> StmResult<T>,
+    ) -> StmResult<T> {
+        self.or_else(first, second)
+    }
+
+    /// Registers `f` to run just before the transaction tries to commit.
+    ///
+    /// Hooks run in registration order, after the transaction's closure returned `Ok`, inside
+    /// the transaction: they may read and write variables and register more hooks. If the
+    /// commit then conflicts, the whole transaction re-runs, registering its hooks again. A
+    /// hook that returns an error (`Err(StmError::Conflict)`) restarts the transaction; a panic
+    /// in a hook commits nothing. Hooks registered inside an `or_else` alternative that retried
+    /// are discarded with it.
+    ///
+    /// # Panics
+    ///
+    /// The transaction panics if a hook returns `Err(StmError::Retry)`: a hook cannot block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let (items, count) = (TVar::new(vec![1, 2]), TVar::new(0));
+    /// atomically(|tx| {
+    ///     items.modify(tx, |mut v| { v.push(3); v })?;
+    ///     let (items, count) = (items.clone(), count.clone());
+    ///     tx.before_commit(move |tx| {
+    ///         let n = items.read_with(tx, |v| v.len())?;
+    ///         count.write(tx, n) // keep the derived count in step
+    ///     });
+    ///     Ok(())
+    /// });
+    /// assert_eq!(count.read_atomic(), 3);
+    /// ```
+    pub fn before_commit(&mut self, f: impl FnOnce(&mut Transaction) -> StmResult<()> + 'static) {
+        self.before.push(Some(Box::new(f)));
+    }
+
+    /// Registers `f` to run after the transaction commits.
+    ///
+    /// Hooks run in registration order, outside any transaction (they may call
+    /// [`atomically`]), before `atomically` returns, once per successful commit, read-only
+    /// commits included. They never run for an attempt that conflicted, retried, aborted or
+    /// panicked, and hooks registered inside an `or_else` alternative that retried are
+    /// discarded. If a hook panics, the transaction stays committed, later hooks do not run and
+    /// the panic reaches the caller of `atomically`.
+    ///
+    /// This is the place for I/O and other effects that must not be repeated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let (log, events) = mpsc::channel();
+    /// let counter = TVar::new(0);
+    /// atomically(|tx| {
+    ///     let n = counter.read(tx)? + 1;
+    ///     counter.write(tx, n)?;
+    ///     let log = log.clone();
+    ///     tx.after_commit(move || log.send(n).unwrap());
+    ///     Ok(())
+    /// });
+    /// assert_eq!(events.recv().unwrap(), 1);
+    /// ```
+    pub fn after_commit(&mut self, f: impl FnOnce() + 'static) {
+        self.after.push(Box::new(f));
+    }
+
+    fn run_before_commit(&mut self) -> StmResult<()> {
+        let mut i = 0;
+        while i < self.before.len() {
+            let hook = self.before[i].take().expect("each before_commit hook runs once");
+            i += 1;
+            match hook(self) {
+                Err(StmError::Retry) => panic!("{HOOK_RETRY_MSG}"),
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    fn waiter(&mut self) -> Arc<Waiter> {
+        Arc::clone(self.waiter.get_or_insert_with(Waiter::for_current_thread))
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        Counters::retire(&self.counters);
+    }
+}
+
+thread_local! {
+    /// The thread's reusable transaction, while none is running.
+    static CACHED: Cell<Option<Box<Transaction>>> = const { Cell::new(None) };
+    /// Whether a transaction is running on this thread.
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while the calling thread runs a transaction (its closure or its before-commit hooks).
+pub(crate) fn in_transaction() -> bool {
+    ACTIVE.try_with(Cell::get).unwrap_or(false)
+}
+
+/// Panics with the nested-transaction message if a transaction runs on this thread.
+pub(crate) fn assert_not_in_transaction() {
+    if in_transaction() {
+        panic!("{NESTED_MSG}");
+    }
+}
+
+/// The thread's transaction for the duration of one `atomically`, given back on drop (also
+/// when unwinding from a panic, so the thread stays usable).
+struct Session {
+    tx: Option<Box<Transaction>>,
+}
+
+impl Session {
+    fn enter() -> Self {
+        assert_not_in_transaction();
+        let _ = ACTIVE.try_with(|a| a.set(true));
+        let tx = CACHED.try_with(Cell::take).ok().flatten();
+        Self { tx: Some(tx.unwrap_or_else(|| Box::new(Transaction::new()))) }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(mut tx) = self.tx.take() {
+            tx.clear();
+            let _ = ACTIVE.try_with(|a| a.set(false));
+            // If the thread-local is gone (thread exit), the transaction is simply dropped.
+            let _ = CACHED.try_with(move |c| c.set(Some(tx)));
+        }
+    }
+}
+
+/// Bumps the calling thread's commit counter (for commits outside `atomically`).
+pub(crate) fn count_commit() {
+    let _ = CACHED.try_with(|cached| {
+        let tx = cached.take().unwrap_or_else(|| Box::new(Transaction::new()));
+        tx.counters.commit();
+        cached.set(Some(tx));
+    });
+}
+
+/// Writers that see this non-zero wait until a starving transaction has committed.
+static SERIAL_WANTED: AtomicUsize = AtomicUsize::new(0);
+static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// Held by a transaction that lost [`SERIAL_AFTER`] conflicts in a row: while it is held, other
+/// writers wait before committing, so the holder's next attempt commits.
+struct SerialToken(#[allow(dead_code, reason = "held for its Drop")] parking_lot::MutexGuard<'static, ()>);
+
+impl SerialToken {
+    fn acquire() -> Self {
+        let guard = SERIAL.lock();
+        SERIAL_WANTED.fetch_add(1, Ordering::SeqCst);
+        Self(guard)
+    }
+}
+
+impl Drop for SerialToken {
+    fn drop(&mut self) {
+        SERIAL_WANTED.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Called by writers before they lock anything: lets a starving transaction go first.
+pub(crate) fn yield_to_starving() {
+    if SERIAL_WANTED.load(Ordering::SeqCst) != 0 {
+        drop(SERIAL.lock());
+    }
+}
+
+/// Exponential backoff with jitter between conflicting attempts.
+fn backoff(conflicts: u32, seed: &mut u64) {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    if conflicts > 6 {
+        yield_now();
+        return;
+    }
+    let limit = 1_u64 << (conflicts + 4);
+    for _ in 0..(limit / 2 + *seed % limit) {
+        spin_loop();
+    }
+}
+
+/// The run loop shared by [`atomically`] and [`try_atomically`].
+fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Result<T, E> {
+    let mut session = Session::enter();
+    let tx = session.tx.as_deref_mut().expect("session holds a transaction");
+    let mut conflicts = 0_u32;
+    let mut seed = tx as *const Transaction as u64 | 1;
+    let mut serial: Option<SerialToken> = None;
+    loop {
+        tx.raw.begin();
+        let outcome = f(tx).and_then(|v| {
+            tx.run_before_commit()?;
+            if tx.raw.has_writes() && serial.is_none() {
+                yield_to_starving();
+            }
+            tx.raw.commit().map_err(|_| StmError::Conflict)?;
+            Ok(v)
+        });
+        match outcome {
+            Ok(v) => {
+                tx.counters.commit();
+                let after = std::mem::take(&mut tx.after);
+                drop(serial);
+                drop(session);
+                for hook in after {
+                    hook();
+                }
+                return Ok(v);
+            }
+            Err(TxError::Abort(e)) => return Err(e),
+            Err(TxError::Stm(StmError::Retry)) => {
+                if !tx.raw.has_reads() {
+                    panic!("{EMPTY_RETRY_MSG}");
+                }
+                tx.counters.retry();
+                tx.before.clear();
+                tx.after.clear();
+                // Never sleep while other writers wait for us.
+                serial = None;
+                conflicts = 0;
+                let waiter = tx.waiter();
+                tx.raw.wait_for_change(&waiter);
+            }
+            Err(TxError::Stm(_)) => {
+                tx.counters.conflict();
+                tx.clear();
+                conflicts += 1;
+                if conflicts >= SERIAL_AFTER && serial.is_none() {
+                    serial = Some(SerialToken::acquire());
+                } else {
+                    backoff(conflicts, &mut seed);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` as a transaction and commits its writes atomically; returns what `f` returned.
+///
+/// Every read in `f` sees one consistent snapshot (opacity: even an attempt that will abort
+/// never sees a half-committed state). When `f` returns `Ok`, its before-commit hooks run, then
+/// its writes become visible to all threads at once, then its after-commit hooks run.
+///
+/// # Retries
+///
+/// `f` is re-run from the start after a conflict, and after a [`retry`](crate::retry) once a
+/// variable it read has changed: touch nothing but `TVar`s in it (no I/O, no locks; use
+/// [`Transaction::after_commit`] for effects).
+///
+/// # Panics
+///
+/// - If called inside a running transaction (pass the `&mut Transaction` instead).
+/// - If `f` retries having read no variable (it would block forever).
+/// - If `f` or a hook panics: nothing is committed, every `TVar` stays usable, and the panic
+///   propagates.
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+///
+/// let (a, b) = (TVar::new(10), TVar::new(0));
+/// atomically(|tx| {
+///     let v = a.read(tx)?;
+///     a.write(tx, v - 3)?;
+///     b.write(tx, 3)
+/// });
+/// assert_eq!(a.read_atomic() + b.read_atomic(), 10);
+/// ```
+pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
+    match run::<T, std::convert::Infallible>(|tx| f(tx).map_err(TxError::Stm)) {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+/// Runs `f` as a transaction that may abort: `Err(TxError::Abort(e))` rolls back every write,
+/// runs no after-commit hook, and returns `Err(e)`.
+///
+/// Control flow (`?` on `TVar` calls, [`TxError::Stm`]) behaves as in [`atomically`].
+///
+/// # Retries
+///
+/// As for [`atomically`]: `f` may run several times.
+///
+/// # Panics
+///
+/// As for [`atomically`].
+///
+/// # Errors
+///
+/// Returns `Err(e)` when `f` returns `Err(TxError::Abort(e))`; nothing is committed then.
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{TVar, TxError, try_atomically};
+///
+/// let stock = TVar::new(2_u32);
+/// let take = |n: u32| try_atomically(|tx| {
+///     let s = stock.read(tx)?;
+///     if s < n {
+///         return Err(TxError::Abort(format!("only {s} left")));
+///     }
+///     stock.write(tx, s - n)?;
+///     Ok(s - n)
+/// });
+/// assert_eq!(take(1), Ok(1));
+/// assert_eq!(take(5), Err("only 1 left".to_string()));
+/// ```
+pub fn try_atomically<T, E>(f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Result<T, E> {
+    run(f)
+}
+
+/// Runs `f`; if it retries, rolls back its writes and returns `Ok(None)` instead of blocking.
+///
+/// This is STMX's `NONBLOCKING`, built on [`Transaction::or_else`].
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{TVar, atomically, optionally, unwrap_or_retry};
+///
+/// let slot: TVar<Option<u32>> = TVar::new(None);
+/// let got = atomically(|tx| optionally(tx, |tx| unwrap_or_retry(slot.read(tx)?)));
+/// assert_eq!(got, None); // empty: no blocking
+/// ```
+pub fn optionally<T>(
+    tx: &mut Transaction,
+    mut f: impl FnMut(&mut Transaction) -> StmResult<T>,
+) -> StmResult<Option<T>> {
+    tx.or_else(|tx| f(tx).map(Some), |_| Ok(None))
+}

@@ -1,0 +1,244 @@
+//! [`TVar`]: a transactional variable.
+
+use std::fmt;
+
+use crate::error::StmResult;
+use crate::raw::clock;
+use crate::raw::tvar::TVarHandle;
+use crate::raw::tx::wake_after_store;
+use crate::transaction::{self, Transaction};
+
+/// A transactional variable: shared state that transactions read and write atomically.
+///
+/// Cloning a `TVar` gives a second handle to the *same* variable (like `Arc`); the variable
+/// lives until the last handle is dropped. Values are never mutated in place: a write installs
+/// a new value at commit, and the replaced one is dropped once no running transaction can
+/// still be reading it (epoch-based reclamation).
+///
+/// `TVar<T>` is `Send` and `Sync` when `T` is.
+///
+/// # Differences from `Mutex<T>`
+///
+/// A transaction reads and writes any number of `TVar`s as one atomic step, never deadlocks,
+/// and can block with [`retry`](crate::retry) until some of them change. Readers take no lock.
+/// The price: a write allocates a new value, and a transaction may run more than once.
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+///
+/// let counter = TVar::new(0_u64);
+/// let handle = counter.clone(); // the same variable
+/// atomically(|tx| handle.modify(tx, |n| n + 1));
+/// assert_eq!(counter.read_atomic(), 1);
+/// ```
+pub struct TVar<T> {
+    handle: TVarHandle<T>,
+}
+
+impl<T> Clone for TVar<T> {
+    fn clone(&self) -> Self {
+        Self { handle: self.handle.clone() }
+    }
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> fmt::Debug for TVar<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.handle.load_with(|v| format!("{v:?}"));
+        f.debug_struct("TVar").field("value", &format_args!("{value}")).finish()
+    }
+}
+
+impl<T: Default + Send + Sync + 'static> Default for TVar<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: Send + Sync + 'static> TVar<T> {
+    /// Creates a variable holding `value`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let name = TVar::new(String::from("stmx"));
+    /// assert_eq!(name.read_atomic(), "stmx");
+    /// ```
+    pub fn new(value: T) -> Self {
+        Self { handle: TVarHandle::new(value) }
+    }
+
+    /// Reads the value as the transaction sees it (its own earlier write, or the snapshot),
+    /// cloning it.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` if the variable changed in a way that breaks the transaction's
+    /// snapshot; propagate it with `?` and the transaction restarts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new(vec![1, 2, 3]);
+    /// let copy = atomically(|tx| v.read(tx));
+    /// assert_eq!(copy, [1, 2, 3]);
+    /// ```
+    pub fn read(&self, tx: &mut Transaction) -> StmResult<T>
+    where
+        T: Clone,
+    {
+        self.read_with(tx, T::clone)
+    }
+
+    /// Runs `f` on a reference to the value as the transaction sees it, without cloning it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new(vec![1, 2, 3]);
+    /// let len = atomically(|tx| v.read_with(tx, |items| items.len()));
+    /// assert_eq!(len, 3);
+    /// ```
+    pub fn read_with<R>(&self, tx: &mut Transaction, f: impl FnOnce(&T) -> R) -> StmResult<R> {
+        tx.raw.read(&self.handle, f).map_err(|_| crate::StmError::Conflict)
+    }
+
+    /// Sets the value; others see it when the transaction commits.
+    ///
+    /// # Errors
+    ///
+    /// Never fails today; returns `StmResult` so that it composes with `?` like the other
+    /// operations (and like the `stm` crate's `write`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new(1);
+    /// atomically(|tx| v.write(tx, 2));
+    /// assert_eq!(v.read_atomic(), 2);
+    /// ```
+    pub fn write(&self, tx: &mut Transaction, value: T) -> StmResult<()> {
+        tx.raw.write(&self.handle, value);
+        Ok(())
+    }
+
+    /// Replaces the value with `f(value)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new(20);
+    /// atomically(|tx| v.modify(tx, |n| n * 2 + 2));
+    /// assert_eq!(v.read_atomic(), 42);
+    /// ```
+    pub fn modify(&self, tx: &mut Transaction, f: impl FnOnce(T) -> T) -> StmResult<()>
+    where
+        T: Clone,
+    {
+        let value = self.read(tx)?;
+        self.write(tx, f(value))
+    }
+
+    /// Sets the value and returns the previous one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new("old");
+    /// let prev = atomically(|tx| v.replace(tx, "new"));
+    /// assert_eq!((prev, v.read_atomic()), ("old", "new"));
+    /// ```
+    pub fn replace(&self, tx: &mut Transaction, value: T) -> StmResult<T>
+    where
+        T: Clone,
+    {
+        let old = self.read(tx)?;
+        self.write(tx, value)?;
+        Ok(old)
+    }
+
+    /// Returns a clone of the latest committed value, outside any transaction.
+    ///
+    /// Consistent for this one variable, and linearizable: it never returns a value older than
+    /// one already observed by a read that finished before it. Allowed inside a transaction too,
+    /// where it ignores the transaction's own writes and snapshot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let v = TVar::new(5);
+    /// assert_eq!(v.read_atomic(), 5);
+    /// ```
+    pub fn read_atomic(&self) -> T
+    where
+        T: Clone,
+    {
+        self.handle.load_with(T::clone)
+    }
+
+    /// Sets the value in a transaction of its own, waking transactions blocked on it.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a running transaction: use [`write`](Self::write) there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let v = TVar::new(0);
+    /// v.write_atomic(9);
+    /// assert_eq!(v.read_atomic(), 9);
+    /// ```
+    pub fn write_atomic(&self, value: T) {
+        transaction::assert_not_in_transaction();
+        transaction::yield_to_starving();
+        let replaced = self.handle.store(value, clock::global());
+        wake_after_store(self.handle.raw().header(), replaced);
+        transaction::count_commit();
+    }
+
+    /// True if `a` and `b` are handles to the same variable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let a = TVar::new(1);
+    /// let (b, c) = (a.clone(), TVar::new(1));
+    /// assert!(TVar::ref_eq(&a, &b));
+    /// assert!(!TVar::ref_eq(&a, &c));
+    /// ```
+    pub fn ref_eq(a: &TVar<T>, b: &TVar<T>) -> bool {
+        TVarHandle::ptr_eq(&a.handle, &b.handle)
+    }
+}
