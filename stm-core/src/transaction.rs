@@ -7,7 +7,9 @@ use crate::error::{StmError, StmResult, TxError};
 use crate::raw::parking::Waiter;
 use crate::raw::tx::{Mark, RawTx};
 use crate::stats::Counters;
-use crate::sync::{Arc, AtomicUsize, Ordering, spin_loop, yield_now};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sync::{Arc, spin_loop, yield_now};
 
 type BeforeHook = Box<dyn FnOnce(&mut Transaction) -> StmResult<()>>;
 type AfterHook = Box<dyn FnOnce()>;

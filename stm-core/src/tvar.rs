@@ -15,7 +15,19 @@ use crate::transaction::{self, Transaction};
 /// a new value at commit, and the replaced one is dropped once no running transaction can
 /// still be reading it (epoch-based reclamation).
 ///
-/// `TVar<T>` is `Send` and `Sync` when `T` is.
+/// `TVar<T>` is `Send` and `Sync` when `T` is, and values must be `Send + Sync + 'static`: a
+/// committed value may be read from any thread and dropped on any thread.
+///
+/// ```compile_fail
+/// let v = stm_core::TVar::new(std::rc::Rc::new(1)); // `Rc` is neither Send nor Sync
+/// ```
+///
+/// A `Transaction` belongs to the thread that runs it:
+///
+/// ```compile_fail
+/// fn is_send<T: Send>() {}
+/// is_send::<stm_core::Transaction>();
+/// ```
 ///
 /// # Differences from `Mutex<T>`
 ///

@@ -11,8 +11,10 @@ use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 #[cfg(not(stm_loom))]
 const SHARDS: usize = 64;
+/// One shard under loom: which variables share a shard would depend on addresses, and loom
+/// models must be deterministic.
 #[cfg(stm_loom)]
-const SHARDS: usize = 2;
+const SHARDS: usize = 1;
 
 /// One blocked thread.
 #[derive(Debug)]
@@ -37,6 +39,7 @@ impl Waiter {
         self.notified.store(false, Ordering::Relaxed);
     }
 
+    #[cfg(not(stm_loom))]
     fn key(&self) -> usize {
         self as *const Self as usize
     }
@@ -121,15 +124,24 @@ impl WaitRegistry {
     }
 
     /// Notifies and removes every waiter registered on `addr`. Call with no commit lock held.
+    ///
+    /// Waiters are notified after the shard lock is released: a woken thread may need that
+    /// shard at once (to deregister), and must not wake into a held lock.
     pub(crate) fn wake(&self, addr: usize) {
-        let mut shard = self.shard(addr).lock();
-        let mut i = 0;
-        while i < shard.len() {
-            if shard[i].addr == addr {
-                shard.swap_remove(i).waiter.notify();
-            } else {
-                i += 1;
+        let mut woken = Vec::new();
+        {
+            let mut shard = self.shard(addr).lock();
+            let mut i = 0;
+            while i < shard.len() {
+                if shard[i].addr == addr {
+                    woken.push(shard.swap_remove(i).waiter);
+                } else {
+                    i += 1;
+                }
             }
+        }
+        for waiter in woken {
+            waiter.notify();
         }
     }
 }

@@ -392,10 +392,13 @@ impl RawTx {
     pub(crate) fn wait_for_change(&mut self, waiter: &Arc<Waiter>) {
         self.scratch.clear();
         self.scratch.extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
+        // Any order works; loom models need one that does not depend on addresses.
+        #[cfg(not(stm_loom))]
         self.scratch.sort_unstable();
         self.scratch.dedup();
         waiter.reset();
         let mut registered = 0;
+        // The same variable read at two versions: it changed already.
         let mut changed = self.scratch.windows(2).any(|w| w[0].0 == w[1].0);
         if !changed {
             for &(addr, version) in &self.scratch {

@@ -86,7 +86,7 @@ impl VersionedLock {
     /// caller wakes the variable's waiters afterwards.
     pub(crate) unsafe fn unlock(&self, new_version: u64) {
         debug_assert!(self.load().is_locked(), "unlock without the lock");
-        self.state.store(new_version << VERSION_SHIFT, Ordering::Release);
+        self.release_to(new_version << VERSION_SHIFT);
     }
 
     /// Releases the lock without a new version: the commit was abandoned.
@@ -97,7 +97,21 @@ impl VersionedLock {
     pub(crate) unsafe fn restore(&self, previous: Word) {
         debug_assert!(self.load().is_locked(), "restore without the lock");
         debug_assert!(!previous.is_locked());
-        self.state.store(previous.0, Ordering::Release);
+        self.release_to(previous.0);
+    }
+
+    /// The releasing write of `unlock` and `restore`.
+    ///
+    /// A plain `Release` store: only the lock holder writes a locked word, and the memory model
+    /// orders every store after the read-modify-writes it follows (RMW atomicity). loom 0.7
+    /// does not enforce that rule against plain stores (tokio-rs/loom#254, #389), and then
+    /// reports impossible histories such as two successful `try_lock`s; in loom builds the
+    /// store is a `swap`, which is equivalent in the real memory model.
+    fn release_to(&self, word: u64) {
+        #[cfg(not(stm_loom))]
+        self.state.store(word, Ordering::Release);
+        #[cfg(stm_loom)]
+        self.state.swap(word, Ordering::Release);
     }
 
     /// Sets `WAITER_BIT` if the word is unlocked and still at `version`; false if the variable

@@ -1,0 +1,139 @@
+//! Reclamation: replaced values are dropped exactly once, and memory stays flat.
+//!
+//! A test binary of its own, so no other test's threads hold the epoch while these count.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use stmx::prelude::*;
+
+/// A value that counts how many of its kind are alive, and panics on a double drop.
+struct Tracked {
+    id: u64,
+    live: Arc<AtomicI64>,
+    drops: Arc<Vec<AtomicU64>>,
+}
+
+impl Tracked {
+    fn new(id: u64, live: &Arc<AtomicI64>, drops: &Arc<Vec<AtomicU64>>) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Tracked { id, live: Arc::clone(live), drops: Arc::clone(drops) }
+    }
+}
+
+impl Clone for Tracked {
+    fn clone(&self) -> Self {
+        // Clones count as live but get no id of their own (drops[0] is a sink).
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Tracked { id: 0, live: Arc::clone(&self.live), drops: Arc::clone(&self.drops) }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        let n = self.drops[self.id as usize].fetch_add(1, Ordering::SeqCst);
+        assert!(self.id == 0 || n == 0, "value {} dropped twice", self.id);
+    }
+}
+
+#[test]
+fn every_value_is_dropped_exactly_once() {
+    const N: u64 = 2_000;
+    let live = Arc::new(AtomicI64::new(0));
+    let drops: Arc<Vec<AtomicU64>> = Arc::new((0..=N * 4).map(|_| AtomicU64::new(0)).collect());
+    let mut next = 1;
+    let mut fresh = || {
+        next += 1;
+        Tracked::new(next - 1, &live, &drops)
+    };
+    {
+        let vars: Vec<_> = (0..8).map(|_| TVar::new(fresh())).collect();
+        for i in 0..N as usize {
+            let v = &vars[i % vars.len()];
+            match i % 4 {
+                0 => v.write_atomic(fresh()),
+                1 => {
+                    let (mut a, mut b) = (Some(fresh()), Some(fresh()));
+                    atomically(|tx| {
+                        // Two writes in one transaction: the first pending value is dropped.
+                        v.write(tx, a.take().expect("single-threaded: runs once"))?;
+                        v.write(tx, b.take().expect("single-threaded: runs once"))
+                    });
+                }
+                2 => {
+                    // Aborted: the pending value is dropped, the committed one stays.
+                    let value = fresh();
+                    let mut value = Some(value);
+                    let r: Result<(), ()> = try_atomically(|tx| {
+                        if let Some(x) = value.take() {
+                            v.write(tx, x)?;
+                        }
+                        Err(TxError::Abort(()))
+                    });
+                    assert!(r.is_err());
+                }
+                _ => {
+                    // Rolled back by or_else.
+                    let value = fresh();
+                    let mut value = Some(value);
+                    atomically(|tx| {
+                        tx.or_else(
+                            |tx| {
+                                if let Some(x) = value.take() {
+                                    v.write(tx, x)?;
+                                }
+                                retry()
+                            },
+                            |_| Ok(()),
+                        )
+                    });
+                }
+            }
+        }
+    }
+    stmx::collect_garbage();
+    assert_eq!(live.load(Ordering::SeqCst), 0, "values leaked or not yet freed");
+    for id in 1..next {
+        assert_eq!(drops[id as usize].load(Ordering::SeqCst), 1, "value {id}");
+    }
+}
+
+#[test]
+fn ten_million_overwrites_keep_memory_flat() {
+    const WRITES: u64 = 10_000_000;
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    struct Counted(#[allow(dead_code)] [u64; 4]);
+    impl Counted {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            Counted([0; 4])
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let v = TVar::new(Counted::new());
+    let w = TVar::new(0_u64);
+    let mut peak = 0;
+    for i in 0..WRITES {
+        if i % 2 == 0 {
+            v.write_atomic(Counted::new());
+        } else {
+            atomically(|tx| {
+                w.modify(tx, |n| n + 1)?;
+                v.write(tx, Counted::new())
+            });
+        }
+        if i % 4096 == 0 {
+            peak = peak.max(LIVE.load(Ordering::Relaxed));
+        }
+    }
+    assert!(peak < 100_000, "replaced values pile up: {peak} alive");
+    drop(v);
+    stmx::collect_garbage();
+    assert_eq!(LIVE.load(Ordering::Relaxed), 0);
+    assert_eq!(w.read_atomic(), WRITES / 2);
+}

@@ -1,0 +1,262 @@
+//! Concurrency stress tests that check invariants: sums conserved, nothing lost or
+//! duplicated, no write skew, and progress for a long reader under constant conflicts.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use stmx::prelude::*;
+
+const ACCOUNTS: usize = 16;
+const INITIAL: i64 = 1_000;
+
+fn bank(accounts: usize) -> Arc<Vec<TVar<i64>>> {
+    Arc::new((0..accounts).map(|_| TVar::new(INITIAL)).collect())
+}
+
+/// xorshift, so each thread gets its own cheap random sequence.
+fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+fn run_bank(threads: usize, transfers: usize, accounts: usize) {
+    let bank = bank(accounts);
+    let done = Arc::new(AtomicBool::new(false));
+    let total = INITIAL * accounts as i64;
+    let auditors: Vec<_> = (0..2)
+        .map(|_| {
+            let (bank, done) = (Arc::clone(&bank), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut audits = 0_u64;
+                while !done.load(Ordering::Relaxed) || audits == 0 {
+                    // Opacity: the sum is checked *inside* the transaction, on every attempt,
+                    // including attempts that will later abort.
+                    atomically(|tx| {
+                        let mut sum = 0;
+                        for a in bank.iter() {
+                            sum += a.read(tx)?;
+                        }
+                        assert_eq!(sum, total, "an auditor saw an inconsistent state");
+                        Ok(())
+                    });
+                    audits += 1;
+                }
+                audits
+            })
+        })
+        .collect();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let bank = Arc::clone(&bank);
+            thread::spawn(move || {
+                let mut seed = 0x9E37_79B9 ^ (t as u64 + 1) * 0x1234_5678_9ABC;
+                for _ in 0..transfers {
+                    let from = next(&mut seed) as usize % bank.len();
+                    let to = next(&mut seed) as usize % bank.len();
+                    let amount = (next(&mut seed) % 50) as i64;
+                    atomically(|tx| {
+                        let f = bank[from].read(tx)?;
+                        let t = bank[to].read(tx)?;
+                        if from != to {
+                            bank[from].write(tx, f - amount)?;
+                            bank[to].write(tx, t + amount)?;
+                        }
+                        Ok(())
+                    });
+                }
+            })
+        })
+        .collect();
+    workers.into_iter().for_each(|w| w.join().unwrap());
+    done.store(true, Ordering::Relaxed);
+    for a in auditors {
+        assert!(a.join().unwrap() > 0);
+    }
+    let sum: i64 = bank.iter().map(TVar::read_atomic).sum();
+    assert_eq!(sum, total);
+}
+
+#[test]
+fn bank_transfers_conserve_the_total_2_threads() {
+    run_bank(2, 20_000, ACCOUNTS);
+}
+
+#[test]
+fn bank_transfers_conserve_the_total_8_threads_hot_accounts() {
+    run_bank(8, 5_000, 4);
+}
+
+#[test]
+fn hand_offs_through_one_slot_lose_and_duplicate_nothing() {
+    const N: u64 = 10_000;
+    let slot: TVar<Option<u64>> = TVar::new(None);
+    let producer = {
+        let slot = slot.clone();
+        thread::spawn(move || {
+            for i in 1..=N {
+                atomically(|tx| match slot.read(tx)? {
+                    None => slot.write(tx, Some(i)),
+                    Some(_) => retry(), // full: wait for the consumer
+                });
+            }
+        })
+    };
+    let mut expected = 1;
+    for _ in 0..N {
+        let got = atomically(|tx| {
+            let v = unwrap_or_retry(slot.read(tx)?)?; // empty: wait for the producer
+            slot.write(tx, None)?;
+            Ok(v)
+        });
+        assert_eq!(got, expected, "lost or duplicated hand-off");
+        expected += 1;
+    }
+    producer.join().unwrap();
+    assert_eq!(slot.read_atomic(), None);
+}
+
+#[test]
+fn many_producers_and_consumers_through_retry() {
+    const PER_PRODUCER: u64 = 2_000;
+    let slot: TVar<Option<u64>> = TVar::new(None);
+    let producers: Vec<_> = (0..3_u64)
+        .map(|p| {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                for i in 0..PER_PRODUCER {
+                    let item = p * PER_PRODUCER + i;
+                    atomically(|tx| {
+                        guard(slot.read(tx)?.is_none())?;
+                        slot.write(tx, Some(item))
+                    });
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| {
+            let slot = slot.clone();
+            thread::spawn(move || {
+                (0..PER_PRODUCER)
+                    .map(|_| {
+                        atomically(|tx| {
+                            let v = unwrap_or_retry(slot.read(tx)?)?;
+                            slot.write(tx, None)?;
+                            Ok(v)
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    producers.into_iter().for_each(|p| p.join().unwrap());
+    let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..3 * PER_PRODUCER).collect::<Vec<_>>());
+}
+
+#[test]
+fn no_write_skew() {
+    // Invariant: x + y >= 0. Each thread reads both and withdraws from one only if the sum
+    // allows. Snapshot isolation would let both withdraw; serializability must not.
+    for round in 0..2_000 {
+        let (x, y) = (TVar::new(50_i64), TVar::new(50_i64));
+        let barrier = Arc::new(Barrier::new(2));
+        let spawn = |mine: TVar<i64>, other: TVar<i64>, barrier: Arc<Barrier>| {
+            thread::spawn(move || {
+                barrier.wait();
+                atomically(|tx| {
+                    let (m, o) = (mine.read(tx)?, other.read(tx)?);
+                    if m + o >= 100 {
+                        mine.write(tx, m - 100)?;
+                    }
+                    Ok(())
+                })
+            })
+        };
+        let a = spawn(x.clone(), y.clone(), Arc::clone(&barrier));
+        let b = spawn(y.clone(), x.clone(), barrier);
+        a.join().unwrap();
+        b.join().unwrap();
+        assert!(x.read_atomic() + y.read_atomic() >= 0, "write skew in round {round}");
+    }
+}
+
+#[test]
+fn a_long_reader_commits_while_writers_keep_swapping() {
+    const VARS: usize = 1_000;
+    let vars: Arc<Vec<TVar<u64>>> = Arc::new((0..VARS as u64).map(TVar::new).collect());
+    let expected: u64 = (0..VARS as u64).sum();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
+    let swappers: Vec<_> = (0..2)
+        .map(|t| {
+            let (vars, stop, total) = (Arc::clone(&vars), Arc::clone(&stop), Arc::clone(&swaps));
+            thread::spawn(move || {
+                let mut seed = 0xDEAD_BEEF_u64 + t;
+                let mut swaps = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    total.fetch_add(1, Ordering::Relaxed);
+                    let i = next(&mut seed) as usize % VARS;
+                    let j = next(&mut seed) as usize % VARS;
+                    atomically(|tx| {
+                        let (a, b) = (vars[i].read(tx)?, vars[j].read(tx)?);
+                        vars[i].write(tx, b)?;
+                        vars[j].write(tx, a)
+                    });
+                    swaps += 1;
+                }
+                swaps
+            })
+        })
+        .collect();
+    while swaps.load(Ordering::Relaxed) < 1_000 {
+        thread::yield_now(); // make sure the reader really competes with the swappers
+    }
+    let started = Instant::now();
+    for _ in 0..10 {
+        let sum = atomically(|tx| {
+            let mut sum = 0;
+            for v in vars.iter() {
+                sum += v.read(tx)?;
+            }
+            Ok(sum)
+        });
+        assert_eq!(sum, expected);
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for s in swappers {
+        assert!(s.join().unwrap() > 0, "the swappers made no progress");
+    }
+    // Generous: this is a liveness check, not a benchmark (it takes milliseconds).
+    assert!(elapsed < Duration::from_secs(20), "the reader starved for {elapsed:?}");
+}
+
+#[test]
+fn concurrent_increments_are_not_lost() {
+    let counter = TVar::new(0_u64);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let c = counter.clone();
+            thread::spawn(move || {
+                for i in 0..5_000 {
+                    if i % 2 == 0 {
+                        atomically(|tx| c.modify(tx, |n| n + 1));
+                    } else {
+                        atomically(|tx| {
+                            let n = c.read(tx)?;
+                            tx.or_else(|_| retry(), |tx| c.write(tx, n + 1))
+                        });
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(counter.read_atomic(), 20_000);
+}
