@@ -30,15 +30,23 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     leaf.prop_recursive(2, 16, 4, |inner| {
         prop_oneof![
-            (prop::collection::vec(inner.clone(), 0..4), any::<bool>(), prop::collection::vec(inner.clone(), 0..4))
+            (
+                prop::collection::vec(inner.clone(), 0..4),
+                any::<bool>(),
+                prop::collection::vec(inner.clone(), 0..4)
+            )
                 .prop_map(|(a, r, b)| Step::OrElse(a, r, b)),
-            (prop::collection::vec(inner, 0..4), any::<bool>()).prop_map(|(a, r)| Step::Optionally(a, r)),
+            (prop::collection::vec(inner, 0..4), any::<bool>())
+                .prop_map(|(a, r)| Step::Optionally(a, r)),
         ]
     })
 }
 
 fn txn() -> impl Strategy<Value = Txn> {
-    (prop::collection::vec(step(), 0..8), prop::bool::weighted(0.2))
+    (
+        prop::collection::vec(step(), 0..8),
+        prop::bool::weighted(0.2),
+    )
         .prop_map(|(steps, abort)| Txn { steps, abort })
 }
 
@@ -68,7 +76,12 @@ fn model_steps(state: &mut [i64; VARS], steps: &[Step], reads: &mut Vec<i64>) {
     }
 }
 
-fn stm_steps(tx: &mut Transaction, vars: &[TVar<i64>], steps: &[Step], reads: &mut Vec<i64>) -> StmResult<()> {
+fn stm_steps(
+    tx: &mut Transaction,
+    vars: &[TVar<i64>],
+    steps: &[Step],
+    reads: &mut Vec<i64>,
+) -> StmResult<()> {
     for s in steps {
         match s {
             Step::Read(i) => reads.push(vars[*i].read(tx)?),

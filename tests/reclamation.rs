@@ -17,7 +17,11 @@ struct Tracked {
 impl Tracked {
     fn new(id: u64, live: &Arc<AtomicI64>, drops: &Arc<Vec<AtomicU64>>) -> Self {
         live.fetch_add(1, Ordering::SeqCst);
-        Tracked { id, live: Arc::clone(live), drops: Arc::clone(drops) }
+        Tracked {
+            id,
+            live: Arc::clone(live),
+            drops: Arc::clone(drops),
+        }
     }
 }
 
@@ -25,7 +29,11 @@ impl Clone for Tracked {
     fn clone(&self) -> Self {
         // Clones count as live but get no id of their own (drops[0] is a sink).
         self.live.fetch_add(1, Ordering::SeqCst);
-        Tracked { id: 0, live: Arc::clone(&self.live), drops: Arc::clone(&self.drops) }
+        Tracked {
+            id: 0,
+            live: Arc::clone(&self.live),
+            drops: Arc::clone(&self.drops),
+        }
     }
 }
 
@@ -93,7 +101,11 @@ fn every_value_is_dropped_exactly_once() {
         }
     }
     stmx::collect_garbage();
-    assert_eq!(live.load(Ordering::SeqCst), 0, "values leaked or not yet freed");
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        0,
+        "values leaked or not yet freed"
+    );
     for id in 1..next {
         assert_eq!(drops[id as usize].load(Ordering::SeqCst), 1, "value {id}");
     }

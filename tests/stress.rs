@@ -53,7 +53,7 @@ fn run_bank(threads: usize, transfers: usize, accounts: usize) {
         .map(|t| {
             let bank = Arc::clone(&bank);
             thread::spawn(move || {
-                let mut seed = 0x9E37_79B9 ^ (t as u64 + 1) * 0x1234_5678_9ABC;
+                let mut seed = 0x9E37_79B9 ^ ((t as u64 + 1) * 0x1234_5678_9ABC);
                 for _ in 0..transfers {
                     let from = next(&mut seed) as usize % bank.len();
                     let to = next(&mut seed) as usize % bank.len();
@@ -105,15 +105,13 @@ fn hand_offs_through_one_slot_lose_and_duplicate_nothing() {
             }
         })
     };
-    let mut expected = 1;
-    for _ in 0..N {
+    for expected in 1..=N {
         let got = atomically(|tx| {
             let v = unwrap_or_retry(slot.read(tx)?)?; // empty: wait for the producer
             slot.write(tx, None)?;
             Ok(v)
         });
         assert_eq!(got, expected, "lost or duplicated hand-off");
-        expected += 1;
     }
     producer.join().unwrap();
     assert_eq!(slot.read_atomic(), None);
@@ -154,7 +152,10 @@ fn many_producers_and_consumers_through_retry() {
         })
         .collect();
     producers.into_iter().for_each(|p| p.join().unwrap());
-    let mut all: Vec<u64> = consumers.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let mut all: Vec<u64> = consumers
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
     all.sort_unstable();
     assert_eq!(all, (0..3 * PER_PRODUCER).collect::<Vec<_>>());
 }
@@ -182,7 +183,10 @@ fn no_write_skew() {
         let b = spawn(y.clone(), x.clone(), barrier);
         a.join().unwrap();
         b.join().unwrap();
-        assert!(x.read_atomic() + y.read_atomic() >= 0, "write skew in round {round}");
+        assert!(
+            x.read_atomic() + y.read_atomic() >= 0,
+            "write skew in round {round}"
+        );
     }
 }
 
@@ -234,7 +238,10 @@ fn a_long_reader_commits_while_writers_keep_swapping() {
         assert!(s.join().unwrap() > 0, "the swappers made no progress");
     }
     // Generous: this is a liveness check, not a benchmark (it takes milliseconds).
-    assert!(elapsed < Duration::from_secs(20), "the reader starved for {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the reader starved for {elapsed:?}"
+    );
 }
 
 #[test]

@@ -156,10 +156,19 @@ fn or_else_nests() {
 #[test]
 fn optionally_and_helpers() {
     let slot = TVar::new(None::<u32>);
-    assert_eq!(atomically(|tx| optionally(tx, |tx| unwrap_or_retry(slot.read(tx)?))), None);
+    assert_eq!(
+        atomically(|tx| optionally(tx, |tx| unwrap_or_retry(slot.read(tx)?))),
+        None
+    );
     slot.write_atomic(Some(4));
-    assert_eq!(atomically(|tx| optionally(tx, |tx| unwrap_or_retry(slot.read(tx)?))), Some(4));
-    assert_eq!(atomically(|tx| optionally(tx, |tx| guard(slot.read(tx)?.is_none()))), None);
+    assert_eq!(
+        atomically(|tx| optionally(tx, |tx| unwrap_or_retry(slot.read(tx)?))),
+        Some(4)
+    );
+    assert_eq!(
+        atomically(|tx| optionally(tx, |tx| guard(slot.read(tx)?.is_none()))),
+        None
+    );
     let err: StmResult<()> = guard(false);
     assert_eq!(err, Err(StmError::Retry));
     assert_eq!(guard(true), Ok(()));
@@ -184,7 +193,10 @@ fn both_alternatives_retry_then_wait_on_the_union_of_their_reads() {
     // A change to the variable read only by the *second* alternative wakes the consumer.
     b.write_atomic(Some(9));
     assert_eq!(consumer.join().unwrap(), 9);
-    assert!(runs.load(Ordering::SeqCst) <= 3, "the blocked consumer spun");
+    assert!(
+        runs.load(Ordering::SeqCst) <= 3,
+        "the blocked consumer spun"
+    );
 }
 
 #[test]
@@ -273,7 +285,11 @@ fn after_commit_hooks_run_in_order_outside_the_transaction() {
         Ok("done")
     });
     assert_eq!(r, "done");
-    assert_eq!(*order.borrow(), [1, 15], "hooks ran in order, after the commit");
+    assert_eq!(
+        *order.borrow(),
+        [1, 15],
+        "hooks ran in order, after the commit"
+    );
     // Read-only transactions run their hooks too.
     let hit = Rc::new(RefCell::new(0));
     let h = Rc::clone(&hit);
@@ -356,8 +372,12 @@ fn retry_blocks_without_spinning_until_a_read_variable_changes() {
     let noise = TVar::new(0_u64);
     let runs = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(2));
-    let (flag2, noise2, runs2, barrier2) =
-        (flag.clone(), noise.clone(), Arc::clone(&runs), Arc::clone(&barrier));
+    let (flag2, noise2, runs2, barrier2) = (
+        flag.clone(),
+        noise.clone(),
+        Arc::clone(&runs),
+        Arc::clone(&barrier),
+    );
     let waiter = thread::spawn(move || {
         barrier2.wait();
         atomically(|tx| {
@@ -373,7 +393,11 @@ fn retry_blocks_without_spinning_until_a_read_variable_changes() {
         other.write_atomic(i);
     }
     thread::sleep(Duration::from_millis(200));
-    assert!(runs.load(Ordering::SeqCst) <= 2, "the waiter re-ran {} times", runs.load(Ordering::SeqCst));
+    assert!(
+        runs.load(Ordering::SeqCst) <= 2,
+        "the waiter re-ran {} times",
+        runs.load(Ordering::SeqCst)
+    );
     assert!(!waiter.is_finished());
     atomically(|tx| {
         noise.write(tx, 42)?;

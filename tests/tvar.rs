@@ -60,7 +60,11 @@ fn read_atomic_is_allowed_inside_a_transaction() {
         v.write(tx, 4)?;
         Ok((v.read(tx)?, v.read_atomic()))
     });
-    assert_eq!((inner, outer), (4, 3), "read_atomic sees the committed value");
+    assert_eq!(
+        (inner, outer),
+        (4, 3),
+        "read_atomic sees the committed value"
+    );
 }
 
 #[test]
@@ -74,11 +78,16 @@ fn write_atomic_inside_a_transaction_panics_and_the_thread_stays_usable() {
         })
     }))
     .unwrap_err();
-    let msg = err.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_else(|| {
-        err.downcast_ref::<String>().cloned().unwrap_or_default()
-    });
+    let msg = err
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| err.downcast_ref::<String>().cloned().unwrap_or_default());
     assert!(msg.contains("&mut Transaction"), "unhelpful message: {msg}");
-    assert_eq!(v.read_atomic(), 0, "the panicking transaction committed nothing");
+    assert_eq!(
+        v.read_atomic(),
+        0,
+        "the panicking transaction committed nothing"
+    );
     atomically(|tx| v.write(tx, 3));
     v.write_atomic(4);
     assert_eq!(v.read_atomic(), 4);

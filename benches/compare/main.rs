@@ -1,1 +1,399 @@
-fn main(){}
+//! Side-by-side comparison: stmx, the `stm` crate 0.4, `async-stm` 0.5, and one
+//! `parking_lot::Mutex` guarding all the variables, on the same workloads, interleaved in one
+//! run (every round runs every implementation once, so machine noise hits them alike).
+//!
+//! `cargo bench --bench compare` prints a Markdown table of median ns/op and the ratio to the
+//! Mutex baseline. Set `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15).
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures_executor::block_on;
+use parking_lot::Mutex;
+
+/// One implementation of every workload.
+trait Subject: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// A read-only transaction of one `u64`.
+    fn read1(&self) -> u64;
+    /// Read-modify-write of one `u64`.
+    fn rmw1(&self);
+    /// A read-only transaction summing 100 variables.
+    fn read100(&self) -> u64;
+    /// Moves `amount` from account `from` to account `to`.
+    fn transfer(&self, from: usize, to: usize, amount: u64);
+    /// The sum of all accounts (checked after the bank workloads).
+    fn bank_total(&self) -> u64;
+}
+
+const INITIAL: u64 = 1_000_000;
+
+struct Stmx {
+    one: stmx::TVar<u64>,
+    hundred: Vec<stmx::TVar<u64>>,
+    accounts: Vec<stmx::TVar<u64>>,
+}
+
+impl Subject for Stmx {
+    fn name(&self) -> &'static str {
+        "stmx"
+    }
+    fn read1(&self) -> u64 {
+        stmx::atomically(|tx| self.one.read(tx))
+    }
+    fn rmw1(&self) {
+        stmx::atomically(|tx| self.one.modify(tx, |v| v.wrapping_add(1)))
+    }
+    fn read100(&self) -> u64 {
+        stmx::atomically(|tx| {
+            let mut sum = 0;
+            for v in &self.hundred {
+                sum += v.read(tx)?;
+            }
+            Ok(sum)
+        })
+    }
+    fn transfer(&self, from: usize, to: usize, amount: u64) {
+        let (f, t) = (&self.accounts[from], &self.accounts[to]);
+        stmx::atomically(|tx| {
+            let a = f.read(tx)?;
+            f.write(tx, a - amount)?;
+            let b = t.read(tx)?;
+            t.write(tx, b + amount)
+        })
+    }
+    fn bank_total(&self) -> u64 {
+        stmx::atomically(|tx| {
+            let mut sum = 0;
+            for v in &self.accounts {
+                sum += v.read(tx)?;
+            }
+            Ok(sum)
+        })
+    }
+}
+
+struct StmCrate {
+    one: stm::TVar<u64>,
+    hundred: Vec<stm::TVar<u64>>,
+    accounts: Vec<stm::TVar<u64>>,
+}
+
+impl Subject for StmCrate {
+    fn name(&self) -> &'static str {
+        "stm 0.4"
+    }
+    fn read1(&self) -> u64 {
+        stm::atomically(|tx| self.one.read(tx))
+    }
+    fn rmw1(&self) {
+        stm::atomically(|tx| {
+            let v = self.one.read(tx)?;
+            self.one.write(tx, v.wrapping_add(1))
+        })
+    }
+    fn read100(&self) -> u64 {
+        stm::atomically(|tx| {
+            let mut sum = 0;
+            for v in &self.hundred {
+                sum += v.read(tx)?;
+            }
+            Ok(sum)
+        })
+    }
+    fn transfer(&self, from: usize, to: usize, amount: u64) {
+        let (f, t) = (&self.accounts[from], &self.accounts[to]);
+        stm::atomically(|tx| {
+            let a = f.read(tx)?;
+            f.write(tx, a - amount)?;
+            let b = t.read(tx)?;
+            t.write(tx, b + amount)
+        })
+    }
+    fn bank_total(&self) -> u64 {
+        stm::atomically(|tx| {
+            let mut sum = 0;
+            for v in &self.accounts {
+                sum += v.read(tx)?;
+            }
+            Ok(sum)
+        })
+    }
+}
+
+struct AsyncStm {
+    one: async_stm::TVar<u64>,
+    hundred: Vec<async_stm::TVar<u64>>,
+    accounts: Vec<async_stm::TVar<u64>>,
+}
+
+impl Subject for AsyncStm {
+    fn name(&self) -> &'static str {
+        "async-stm 0.5"
+    }
+    fn read1(&self) -> u64 {
+        block_on(async_stm::atomically(|| Ok(*self.one.read()?)))
+    }
+    fn rmw1(&self) {
+        block_on(async_stm::atomically(|| {
+            self.one.update(|v| v.wrapping_add(1))
+        }))
+    }
+    fn read100(&self) -> u64 {
+        block_on(async_stm::atomically(|| {
+            let mut sum = 0;
+            for v in &self.hundred {
+                sum += *v.read()?;
+            }
+            Ok(sum)
+        }))
+    }
+    fn transfer(&self, from: usize, to: usize, amount: u64) {
+        let (f, t) = (&self.accounts[from], &self.accounts[to]);
+        block_on(async_stm::atomically(|| {
+            let a = *f.read()?;
+            f.write(a - amount)?;
+            let b = *t.read()?;
+            t.write(b + amount)
+        }))
+    }
+    fn bank_total(&self) -> u64 {
+        block_on(async_stm::atomically(|| {
+            let mut sum = 0;
+            for v in &self.accounts {
+                sum += *v.read()?;
+            }
+            Ok(sum)
+        }))
+    }
+}
+
+/// The lock baseline: one Mutex guards every variable.
+struct Locked {
+    state: Mutex<LockedState>,
+}
+
+struct LockedState {
+    one: u64,
+    hundred: Vec<u64>,
+    accounts: Vec<u64>,
+}
+
+impl Subject for Locked {
+    fn name(&self) -> &'static str {
+        "Mutex"
+    }
+    fn read1(&self) -> u64 {
+        self.state.lock().one
+    }
+    fn rmw1(&self) {
+        let mut s = self.state.lock();
+        s.one = s.one.wrapping_add(1);
+    }
+    fn read100(&self) -> u64 {
+        self.state.lock().hundred.iter().sum()
+    }
+    fn transfer(&self, from: usize, to: usize, amount: u64) {
+        let mut s = self.state.lock();
+        s.accounts[from] -= amount;
+        s.accounts[to] += amount;
+    }
+    fn bank_total(&self) -> u64 {
+        self.state.lock().accounts.iter().sum()
+    }
+}
+
+fn subjects(accounts: usize) -> Vec<Arc<dyn Subject>> {
+    vec![
+        Arc::new(Locked {
+            state: Mutex::new(LockedState {
+                one: 0,
+                hundred: (0..100).collect(),
+                accounts: vec![INITIAL; accounts],
+            }),
+        }),
+        Arc::new(Stmx {
+            one: stmx::TVar::new(0),
+            hundred: (0..100).map(stmx::TVar::new).collect(),
+            accounts: (0..accounts).map(|_| stmx::TVar::new(INITIAL)).collect(),
+        }),
+        Arc::new(StmCrate {
+            one: stm::TVar::new(0),
+            hundred: (0..100).map(stm::TVar::new).collect(),
+            accounts: (0..accounts).map(|_| stm::TVar::new(INITIAL)).collect(),
+        }),
+        Arc::new(AsyncStm {
+            one: async_stm::TVar::new(0),
+            hundred: (0..100).map(async_stm::TVar::new).collect(),
+            accounts: (0..accounts)
+                .map(|_| async_stm::TVar::new(INITIAL))
+                .collect(),
+        }),
+    ]
+}
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Read1,
+    Rmw1,
+    Read100,
+    Bank { accounts: usize, threads: usize },
+}
+
+impl Workload {
+    fn label(self) -> String {
+        match self {
+            Workload::Read1 => "read1".into(),
+            Workload::Rmw1 => "rmw1".into(),
+            Workload::Read100 => "read100".into(),
+            Workload::Bank { accounts, threads } => format!("bank{accounts}/{threads}t"),
+        }
+    }
+
+    /// Operations per measurement: enough for ~1-10 ms per batch.
+    fn ops(self) -> u64 {
+        match self {
+            Workload::Read1 | Workload::Rmw1 => 100_000,
+            Workload::Read100 => 10_000,
+            Workload::Bank { .. } => 50_000,
+        }
+    }
+
+    /// Runs one batch; returns nanoseconds per operation (per transfer, all threads counted).
+    fn measure(self, subject: &Arc<dyn Subject>) -> f64 {
+        let ops = self.ops();
+        let elapsed = match self {
+            Workload::Read1 => timed(|| {
+                (0..ops).for_each(|_| {
+                    black_box(subject.read1());
+                })
+            }),
+            Workload::Rmw1 => timed(|| (0..ops).for_each(|_| subject.rmw1())),
+            Workload::Read100 => timed(|| {
+                (0..ops).for_each(|_| {
+                    black_box(subject.read100());
+                })
+            }),
+            Workload::Bank { accounts, threads } => bank(subject, accounts, threads, ops),
+        };
+        elapsed.as_nanos() as f64 / ops as f64
+    }
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// `ops` transfers split over `threads` threads, timed from a common start.
+fn bank(subject: &Arc<dyn Subject>, accounts: usize, threads: usize, ops: u64) -> Duration {
+    let per_thread = ops / threads as u64;
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (subject, barrier) = (Arc::clone(subject), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
+                barrier.wait();
+                for _ in 0..per_thread {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let from = (seed % accounts as u64) as usize;
+                    let to = ((seed >> 20) % accounts as u64) as usize;
+                    subject.transfer(from, to, seed >> 60);
+                }
+                barrier.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    barrier.wait();
+    let elapsed = start.elapsed();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let expected = INITIAL * accounts as u64;
+    assert_eq!(
+        subject.bank_total(),
+        expected,
+        "{}: the bank lost money",
+        subject.name()
+    );
+    elapsed
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = std::env::var("STMX_COMPARE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15);
+    let workloads = [
+        Workload::Read1,
+        Workload::Rmw1,
+        Workload::Read100,
+        Workload::Bank {
+            accounts: 1024,
+            threads: 1,
+        },
+        Workload::Bank {
+            accounts: 1024,
+            threads: 2,
+        },
+        Workload::Bank {
+            accounts: 4,
+            threads: 1,
+        },
+        Workload::Bank {
+            accounts: 4,
+            threads: 2,
+        },
+    ];
+    println!(
+        "stmx compare: {rounds} rounds, {} cores; median ns/op (ratio to Mutex)\n",
+        thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let names: Vec<&str> = subjects(4).iter().map(|s| s.name()).collect();
+    println!(
+        "| workload | {} | stmx vs best other STM |",
+        names.join(" | ")
+    );
+    println!("|---|{}---|", "---|".repeat(names.len()));
+    for w in workloads {
+        let accounts = match w {
+            Workload::Bank { accounts, .. } => accounts,
+            _ => 4,
+        };
+        let subjects = subjects(accounts);
+        // Warm-up, then interleaved rounds.
+        for s in &subjects {
+            w.measure(s);
+        }
+        let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+        for _ in 0..rounds {
+            for (i, s) in subjects.iter().enumerate() {
+                samples[i].push(w.measure(s));
+            }
+        }
+        let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+        let base = medians[0];
+        let cells: Vec<String> = medians
+            .iter()
+            .map(|m| format!("{m:.1} ({:.2}x)", m / base))
+            .collect();
+        let best_other = medians[2..].iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "| {} | {} | {:.1}x faster |",
+            w.label(),
+            cells.join(" | "),
+            best_other / medians[1]
+        );
+    }
+}

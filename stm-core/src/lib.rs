@@ -87,5 +87,6 @@ pub use tvar::TVar;
 /// collect_garbage(); // the 1 KiB vector is freed now rather than later
 /// ```
 pub fn collect_garbage() {
+    transaction::flush_retired();
     raw::reclaim::collect();
 }

@@ -74,6 +74,7 @@ pub(crate) struct Counters {
     retries: AtomicU64,
 }
 
+#[inline]
 fn bump(counter: &AtomicU64) {
     // Single writer: a load and a store, no read-modify-write.
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -98,6 +99,7 @@ impl Counters {
         registry.retired.retries += this.retries.load(Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn commit(&self) {
         bump(&self.commits);
     }
@@ -121,7 +123,11 @@ struct Registry {
 fn registry() -> &'static Mutex<Registry> {
     static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
         live: Vec::new(),
-        retired: Stats { commits: 0, conflicts: 0, retries: 0 },
+        retired: Stats {
+            commits: 0,
+            conflicts: 0,
+            retries: 0,
+        },
     });
     &REGISTRY
 }

@@ -84,14 +84,23 @@ impl Transaction {
     }
 
     /// Drops everything of the current attempt: logs, pending values, hooks.
+    #[inline]
     fn clear(&mut self) {
         self.raw.reset();
-        self.before.clear();
-        self.after.clear();
+        if !self.before.is_empty() {
+            self.before.clear();
+        }
+        if !self.after.is_empty() {
+            self.after.clear();
+        }
     }
 
     fn begin_nested(&mut self) -> NestMark {
-        NestMark { raw: self.raw.begin_nested(), before: self.before.len(), after: self.after.len() }
+        NestMark {
+            raw: self.raw.begin_nested(),
+            before: self.before.len(),
+            after: self.after.len(),
+        }
     }
 
     fn rollback_nested(&mut self, mark: NestMark) {
@@ -229,7 +238,9 @@ impl Transaction {
     fn run_before_commit(&mut self) -> StmResult<()> {
         let mut i = 0;
         while i < self.before.len() {
-            let hook = self.before[i].take().expect("each before_commit hook runs once");
+            let hook = self.before[i]
+                .take()
+                .expect("each before_commit hook runs once");
             i += 1;
             match hook(self) {
                 Err(StmError::Retry) => panic!("{HOOK_RETRY_MSG}"),
@@ -237,6 +248,10 @@ impl Transaction {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     fn waiter(&mut self) -> Arc<Waiter> {
@@ -280,7 +295,9 @@ impl Session {
         assert_not_in_transaction();
         let _ = ACTIVE.try_with(|a| a.set(true));
         let tx = CACHED.try_with(Cell::take).ok().flatten();
-        Self { tx: Some(tx.unwrap_or_else(|| Box::new(Transaction::new()))) }
+        Self {
+            tx: Some(tx.unwrap_or_else(|| Box::new(Transaction::new()))),
+        }
     }
 }
 
@@ -295,12 +312,29 @@ impl Drop for Session {
     }
 }
 
-/// Bumps the calling thread's commit counter (for commits outside `atomically`).
-pub(crate) fn count_commit() {
-    let _ = CACHED.try_with(|cached| {
-        let tx = cached.take().unwrap_or_else(|| Box::new(Transaction::new()));
-        tx.counters.commit();
+/// Runs `f` with the calling thread's idle transaction (for work outside `atomically`, such as
+/// `write_atomic`), or with a temporary one while thread-locals are being destroyed.
+pub(crate) fn with_idle_transaction<R>(f: impl FnOnce(&mut Transaction) -> R) -> R {
+    let mut f = Some(f);
+    let result = CACHED.try_with(|cached| {
+        let mut tx = cached
+            .take()
+            .unwrap_or_else(|| Box::new(Transaction::new()));
+        let r = (f.take().expect("called once"))(&mut tx);
         cached.set(Some(tx));
+        r
+    });
+    match result {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called yet"))(&mut Transaction::new()),
+    }
+}
+
+/// Hands the calling thread's buffered replaced values to the epoch.
+pub(crate) fn flush_retired() {
+    with_idle_transaction(|tx| {
+        let guard = crate::raw::reclaim::pin();
+        tx.raw.retired().flush(&guard);
     });
 }
 
@@ -310,7 +344,9 @@ static SERIAL: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
 /// Held by a transaction that lost [`SERIAL_AFTER`] conflicts in a row: while it is held, other
 /// writers wait before committing, so the holder's next attempt commits.
-struct SerialToken(#[allow(dead_code, reason = "held for its Drop")] parking_lot::MutexGuard<'static, ()>);
+struct SerialToken(
+    #[allow(dead_code, reason = "held for its Drop")] parking_lot::MutexGuard<'static, ()>,
+);
 
 impl SerialToken {
     fn acquire() -> Self {
@@ -351,14 +387,19 @@ fn backoff(conflicts: u32, seed: &mut u64) {
 /// The run loop shared by [`atomically`] and [`try_atomically`].
 fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Result<T, E> {
     let mut session = Session::enter();
-    let tx = session.tx.as_deref_mut().expect("session holds a transaction");
+    let tx = session
+        .tx
+        .as_deref_mut()
+        .expect("session holds a transaction");
     let mut conflicts = 0_u32;
     let mut seed = tx as *const Transaction as u64 | 1;
     let mut serial: Option<SerialToken> = None;
     loop {
         tx.raw.begin();
         let outcome = f(tx).and_then(|v| {
-            tx.run_before_commit()?;
+            if !tx.before.is_empty() {
+                tx.run_before_commit()?;
+            }
             if tx.raw.has_writes() && serial.is_none() {
                 yield_to_starving();
             }
@@ -368,6 +409,9 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
         match outcome {
             Ok(v) => {
                 tx.counters.commit();
+                if tx.after.is_empty() {
+                    return Ok(v);
+                }
                 let after = std::mem::take(&mut tx.after);
                 drop(serial);
                 drop(session);
@@ -477,7 +521,9 @@ pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
 /// assert_eq!(take(1), Ok(1));
 /// assert_eq!(take(5), Err("only 1 left".to_string()));
 /// ```
-pub fn try_atomically<T, E>(f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Result<T, E> {
+pub fn try_atomically<T, E>(
+    f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
+) -> Result<T, E> {
     run(f)
 }
 

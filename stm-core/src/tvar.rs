@@ -51,14 +51,18 @@ pub struct TVar<T> {
 
 impl<T> Clone for TVar<T> {
     fn clone(&self) -> Self {
-        Self { handle: self.handle.clone() }
+        Self {
+            handle: self.handle.clone(),
+        }
     }
 }
 
 impl<T: fmt::Debug + Send + Sync + 'static> fmt::Debug for TVar<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.handle.load_with(|v| format!("{v:?}"));
-        f.debug_struct("TVar").field("value", &format_args!("{value}")).finish()
+        f.debug_struct("TVar")
+            .field("value", &format_args!("{value}"))
+            .finish()
     }
 }
 
@@ -80,7 +84,9 @@ impl<T: Send + Sync + 'static> TVar<T> {
     /// assert_eq!(name.read_atomic(), "stmx");
     /// ```
     pub fn new(value: T) -> Self {
-        Self { handle: TVarHandle::new(value) }
+        Self {
+            handle: TVarHandle::new(value),
+        }
     }
 
     /// Reads the value as the transaction sees it (its own earlier write, or the snapshot),
@@ -123,7 +129,9 @@ impl<T: Send + Sync + 'static> TVar<T> {
     /// assert_eq!(len, 3);
     /// ```
     pub fn read_with<R>(&self, tx: &mut Transaction, f: impl FnOnce(&T) -> R) -> StmResult<R> {
-        tx.raw.read(&self.handle, f).map_err(|_| crate::StmError::Conflict)
+        tx.raw
+            .read(&self.handle, f)
+            .map_err(|_| crate::StmError::Conflict)
     }
 
     /// Sets the value; others see it when the transaction commits.
@@ -233,9 +241,12 @@ impl<T: Send + Sync + 'static> TVar<T> {
     pub fn write_atomic(&self, value: T) {
         transaction::assert_not_in_transaction();
         transaction::yield_to_starving();
-        let replaced = self.handle.store(value, clock::global());
+        let replaced = transaction::with_idle_transaction(|tx| {
+            let replaced = self.handle.store(value, clock::global(), tx.raw.retired());
+            tx.counters().commit();
+            replaced
+        });
         wake_after_store(self.handle.raw().header(), replaced);
-        transaction::count_commit();
     }
 
     /// True if `a` and `b` are handles to the same variable.

@@ -16,20 +16,26 @@ pub(crate) struct Clock {
 impl Clock {
     #[cfg(not(stm_loom))]
     pub(crate) const fn new() -> Self {
-        Self { now: AtomicU64::new(0) }
+        Self {
+            now: AtomicU64::new(0),
+        }
     }
 
     #[cfg(stm_loom)]
     pub(crate) fn new() -> Self {
-        Self { now: AtomicU64::new(0) }
+        Self {
+            now: AtomicU64::new(0),
+        }
     }
 
     /// The version of the latest commit that has started publishing.
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.now.load(Ordering::Acquire)
     }
 
     /// Advances the clock and returns the new value: the caller's write version.
+    #[inline]
     pub(crate) fn tick(&self) -> u64 {
         self.now.fetch_add(1, Ordering::AcqRel) + 1
     }
@@ -37,6 +43,7 @@ impl Clock {
 
 /// The process-wide clock every transaction uses.
 #[cfg(not(stm_loom))]
+#[inline]
 pub(crate) fn global() -> &'static Clock {
     static CLOCK: Clock = Clock::new();
     &CLOCK

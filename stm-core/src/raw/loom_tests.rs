@@ -20,7 +20,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
         counter.fetch_add(1, Ordering::Relaxed);
         f();
     });
-    assert!(runs.load(Ordering::Relaxed) > 1, "the model explored a single interleaving");
+    assert!(
+        runs.load(Ordering::Relaxed) > 1,
+        "the model explored a single interleaving"
+    );
     eprintln!("explored {} interleavings", runs.load(Ordering::Relaxed));
 }
 
@@ -164,7 +167,8 @@ fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
         let b = TVarHandle::new(0_i64);
         let b2 = b.clone();
         let t = thread::spawn(move || {
-            let replaced = b2.store(1, clock::global());
+            let mut retired = super::reclaim::RetireBuffer::default();
+            let replaced = b2.store(1, clock::global(), &mut retired);
             wake_after_store(b2.raw().header(), replaced);
         });
         let waiter = Waiter::for_current_thread();
@@ -184,4 +188,3 @@ fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
         t.join().unwrap();
     });
 }
-

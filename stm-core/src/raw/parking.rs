@@ -94,12 +94,16 @@ pub(crate) struct WaitRegistry {
 impl WaitRegistry {
     #[cfg(not(stm_loom))]
     pub(crate) const fn new() -> Self {
-        Self { shards: [const { Mutex::new(Vec::new()) }; SHARDS] }
+        Self {
+            shards: [const { Mutex::new(Vec::new()) }; SHARDS],
+        }
     }
 
     #[cfg(stm_loom)]
     pub(crate) fn new() -> Self {
-        Self { shards: std::array::from_fn(|_| Mutex::new(Vec::new())) }
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(Vec::new())),
+        }
     }
 
     fn shard(&self, addr: usize) -> &Mutex<Vec<Entry>> {
@@ -110,14 +114,18 @@ impl WaitRegistry {
 
     /// Registers `waiter` on the variable at `addr`. Must happen before its `WAITER_BIT` is set.
     pub(crate) fn register(&self, addr: usize, waiter: &Arc<Waiter>) {
-        self.shard(addr).lock().push(Entry { addr, waiter: Arc::clone(waiter) });
+        self.shard(addr).lock().push(Entry {
+            addr,
+            waiter: Arc::clone(waiter),
+        });
     }
 
     /// Removes `waiter`'s entry for `addr`, if a committer has not already taken it.
     pub(crate) fn deregister(&self, addr: usize, waiter: &Arc<Waiter>) {
         let mut shard = self.shard(addr).lock();
-        if let Some(i) =
-            shard.iter().position(|e| e.addr == addr && Arc::ptr_eq(&e.waiter, waiter))
+        if let Some(i) = shard
+            .iter()
+            .position(|e| e.addr == addr && Arc::ptr_eq(&e.waiter, waiter))
         {
             shard.swap_remove(i);
         }

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use super::reclaim::{self, Guard};
+use super::reclaim::{self, Guard, RetireBuffer, Retired};
 use super::versioned_lock::{VersionedLock, Word};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, fence, spin_loop, yield_now};
 
@@ -52,31 +52,37 @@ impl<T> Drop for RawTVar<T> {
 }
 
 impl<T> RawTVar<T> {
+    #[inline]
     pub(crate) fn header(&self) -> &Header {
         &self.header
     }
 
     /// Loads the committed value pointer. `Acquire` pairs with [`publish`](Self::publish).
+    #[inline]
     pub(crate) fn load_value(&self) -> *mut T {
         self.value.load(Ordering::Acquire)
     }
 }
 
 impl<T: Send + Sync + 'static> RawTVar<T> {
-    /// Installs `new` as the committed value and retires the old one.
+    /// Installs `new` as the committed value and retires the old one into `retired`.
     ///
     /// # Safety
     ///
     /// The caller holds `header.lock`, `new` came from `Box::into_raw` and is handed over, and
     /// `guard` pins the current thread.
-    pub(crate) unsafe fn publish(&self, new: *mut T, guard: &Guard) {
+    pub(crate) unsafe fn publish(&self, new: *mut T, guard: &Guard, retired: &mut RetireBuffer) {
         debug_assert!(self.header.lock.load().is_locked());
         // Only the lock holder stores, so a plain load + store is enough (no swap).
         let old = self.value.load(Ordering::Relaxed);
         self.value.store(new, Ordering::Release);
-        // SAFETY: `old` was the published box (invariant on `RawTVar`); we just unlinked it
-        // under the lock, and nobody else can retire it.
-        unsafe { reclaim::retire(guard, old) };
+        let old = Retired {
+            ptr: old.cast(),
+            free: Self::drop_pending,
+        };
+        // SAFETY: `old` was the published box (invariant on `RawTVar`), just unlinked under the
+        // lock, so nobody else retires it; `drop_pending` frees a `Box<T>`; `T: Send`.
+        unsafe { retired.push(guard, old) };
     }
 
     /// Type-erased [`publish`](Self::publish), for write logs.
@@ -85,12 +91,17 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
     ///
     /// `header` is the header of a live `RawTVar<T>` (this very `T`), and the duties of
     /// `publish` hold with `new` a `Box<T>` pointer.
-    pub(crate) unsafe fn publish_erased(header: *const Header, new: *mut (), guard: &Guard) {
+    pub(crate) unsafe fn publish_erased(
+        header: *const Header,
+        new: *mut (),
+        guard: &Guard,
+        retired: &mut RetireBuffer,
+    ) {
         // SAFETY: `Header` is the first field of the `#[repr(C)]` `RawTVar<T>`, and the caller
         // says `header` belongs to a `RawTVar<T>` of this `T`.
         let raw = unsafe { &*header.cast::<RawTVar<T>>() };
         // SAFETY: forwarded duties.
-        unsafe { raw.publish(new.cast::<T>(), guard) }
+        unsafe { raw.publish(new.cast::<T>(), guard, retired) }
     }
 
     /// Frees a pending (never published) value.
@@ -122,10 +133,16 @@ unsafe impl<T: Send + Sync> Sync for TVarHandle<T> {}
 impl<T: Send + Sync + 'static> TVarHandle<T> {
     pub(crate) fn new(value: T) -> Self {
         let raw = Box::new(RawTVar {
-            header: Header { lock: VersionedLock::new(0), refs: AtomicUsize::new(1) },
+            header: Header {
+                lock: VersionedLock::new(0),
+                refs: AtomicUsize::new(1),
+            },
             value: AtomicPtr::new(Box::into_raw(Box::new(value))),
         });
-        Self { ptr: NonNull::from(Box::leak(raw)), _owns: PhantomData }
+        Self {
+            ptr: NonNull::from(Box::leak(raw)),
+            _owns: PhantomData,
+        }
     }
 
     /// Clones the last committed value, outside any transaction.
@@ -155,7 +172,12 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
 
     /// Commits `value` alone: lock (waiting for it), tick, publish, unlock. Returns the replaced
     /// word, whose `WAITER_BIT` tells whether waiters must be woken.
-    pub(crate) fn store(&self, value: T, clock: &super::clock::Clock) -> Word {
+    pub(crate) fn store(
+        &self,
+        value: T,
+        clock: &super::clock::Clock,
+        retired: &mut RetireBuffer,
+    ) -> Word {
         let raw = self.raw();
         let new = Box::into_raw(Box::new(value));
         let mut spins = 0_u32;
@@ -168,7 +190,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         let wv = clock.tick();
         let guard = reclaim::pin();
         // SAFETY: we hold the lock (taken above), `new` is a fresh box, `guard` pins us.
-        unsafe { raw.publish(new, &guard) };
+        unsafe { raw.publish(new, &guard, retired) };
         // SAFETY: we hold the lock, and the caller wakes waiters if `prev` says so.
         unsafe { raw.header.lock.unlock(wv) };
         prev
@@ -176,6 +198,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
 }
 
 impl<T> TVarHandle<T> {
+    #[inline]
     pub(crate) fn raw(&self) -> &RawTVar<T> {
         // SAFETY: the handle keeps the `RawTVar` alive (refs > 0) for as long as `&self` lives.
         unsafe { self.ptr.as_ref() }
@@ -193,7 +216,10 @@ impl<T> Clone for TVarHandle<T> {
         if old > isize::MAX as usize {
             std::process::abort();
         }
-        Self { ptr: self.ptr, _owns: PhantomData }
+        Self {
+            ptr: self.ptr,
+            _owns: PhantomData,
+        }
     }
 }
 
@@ -215,6 +241,7 @@ impl<T> Drop for TVarHandle<T> {
 }
 
 /// True if `post` shows the same unlocked version as `pre` (the waiter flag may differ).
+#[inline]
 pub(crate) fn same_version(pre: Word, post: Word) -> bool {
     !post.is_locked() && post.version() == pre.version()
 }

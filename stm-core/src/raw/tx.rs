@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::clock::{self, Clock};
 use super::parking::{self, WaitRegistry, Waiter};
-use super::reclaim::{self, Guard};
+use super::reclaim::{self, Guard, RetireBuffer};
 use super::tvar::{Header, RawTVar, TVarHandle, same_version};
 use super::versioned_lock::Word;
 use crate::sync::{Arc, spin_loop};
@@ -34,7 +34,7 @@ struct ReadEntry {
 }
 
 /// `publish` / `drop_pending` of the entry's `T`: see [`RawTVar::publish_erased`].
-type PublishFn = unsafe fn(*const Header, *mut (), &Guard);
+type PublishFn = unsafe fn(*const Header, *mut (), &Guard, &mut RetireBuffer);
 type DropFn = unsafe fn(*mut ());
 
 #[derive(Debug)]
@@ -80,7 +80,9 @@ impl Hasher for AddrHasher {
     }
 
     fn write_usize(&mut self, n: usize) {
-        self.0 = ((n as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+        self.0 = ((n as u64) >> 4)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
     }
 }
 
@@ -112,6 +114,8 @@ pub(crate) struct RawTx {
     nest: usize,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
+    /// Values replaced by this thread's commits, on their way to the epoch.
+    retired: RetireBuffer,
 }
 
 impl RawTx {
@@ -127,24 +131,34 @@ impl RawTx {
             undo: Vec::new(),
             nest: 0,
             scratch: Vec::new(),
+            retired: RetireBuffer::default(),
         }
     }
 
+    /// The thread's buffer of replaced values (for commits made outside `commit`).
+    pub(crate) fn retired(&mut self) -> &mut RetireBuffer {
+        &mut self.retired
+    }
+
     /// Starts an attempt: pins the epoch and takes the read version.
+    #[inline]
     pub(crate) fn begin(&mut self) {
         debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
         self.guard = Some(reclaim::pin());
         self.rv = self.clock.now();
     }
 
+    #[inline]
     pub(crate) fn has_reads(&self) -> bool {
         !self.reads.is_empty()
     }
 
+    #[inline]
     pub(crate) fn has_writes(&self) -> bool {
         !self.writes.is_empty()
     }
 
+    #[inline]
     fn find(&self, header: *const Header) -> Option<usize> {
         if self.index.is_empty() {
             self.writes.iter().position(|e| e.header == header)
@@ -200,7 +214,10 @@ impl RawTx {
             }
             let ptr = raw.load_value();
             if same_version(pre, lock.load()) {
-                self.reads.push(ReadEntry { header: raw.header(), version: pre.version() });
+                self.reads.push(ReadEntry {
+                    header: raw.header(),
+                    version: pre.version(),
+                });
                 return Ok(ptr);
             }
         }
@@ -227,9 +244,9 @@ impl RawTx {
                 return word.version() == r.version;
             }
             own_locks
-                && self.find(r.header).is_some_and(|i| {
-                    self.writes[i].locked_from.version() == r.version
-                })
+                && self
+                    .find(r.header)
+                    .is_some_and(|i| self.writes[i].locked_from.version() == r.version)
         })
     }
 
@@ -246,8 +263,13 @@ impl RawTx {
             Some(i) => {
                 // The entry belongs to an enclosing alternative: keep its value for rollback.
                 let entry = &mut self.writes[i];
-                let old = std::mem::replace(&mut entry.pending, Box::into_raw(Box::new(value)).cast());
-                self.undo.push(Undo { index: i, pending: old, drop_pending: entry.drop_pending });
+                let old =
+                    std::mem::replace(&mut entry.pending, Box::into_raw(Box::new(value)).cast());
+                self.undo.push(Undo {
+                    index: i,
+                    pending: old,
+                    drop_pending: entry.drop_pending,
+                });
             }
             None => {
                 let index = self.writes.len();
@@ -261,7 +283,12 @@ impl RawTx {
                 if !self.index.is_empty() {
                     self.index.insert(header as usize, index);
                 } else if self.writes.len() > LINEAR_MAX {
-                    self.index.extend(self.writes.iter().enumerate().map(|(i, e)| (e.header as usize, i)));
+                    self.index.extend(
+                        self.writes
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| (e.header as usize, i)),
+                    );
                 }
             }
         }
@@ -269,7 +296,11 @@ impl RawTx {
 
     /// Opens a nested alternative (`or_else`): later writes can be rolled back to here.
     pub(crate) fn begin_nested(&mut self) -> Mark {
-        let mark = Mark { writes: self.writes.len(), undo: self.undo.len(), outer_nest: self.nest };
+        let mark = Mark {
+            writes: self.writes.len(),
+            undo: self.undo.len(),
+            outer_nest: self.nest,
+        };
         self.nest = self.writes.len();
         mark
     }
@@ -298,6 +329,7 @@ impl RawTx {
         self.nest = mark.outer_nest;
     }
 
+    #[inline]
     fn drop_undo(&mut self, keep: usize) {
         for undo in self.undo.drain(keep..) {
             // SAFETY: the undo entry owns its box (invariants on `RawTx`).
@@ -313,7 +345,7 @@ impl RawTx {
             // SAFETY: the entry owns its pending box, which was never published.
             unsafe { (entry.drop_pending)(entry.pending) };
         }
-        if self.writes.len() <= LINEAR_MAX {
+        if self.writes.len() <= LINEAR_MAX && !self.index.is_empty() {
             self.index.clear();
         }
     }
@@ -356,19 +388,24 @@ impl RawTx {
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
         }
-        let guard = self.guard.as_ref().expect("a running transaction is pinned");
+        let guard = self
+            .guard
+            .as_ref()
+            .expect("a running transaction is pinned");
         self.scratch.clear();
         for entry in self.writes.drain(..) {
             // SAFETY: we hold the entry's lock (taken above), its pending box, publish fn and
             // header match (invariants on `RawTx`), and `guard` pins us.
-            unsafe { (entry.publish)(entry.header, entry.pending, guard) };
+            unsafe { (entry.publish)(entry.header, entry.pending, guard, &mut self.retired) };
             // SAFETY: header still valid (pinned); we hold its lock and wake waiters below.
             unsafe { (*entry.header).lock.unlock(wv) };
             if entry.locked_from.has_waiters() {
                 self.scratch.push((entry.header as usize, 0));
             }
         }
-        self.index.clear();
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
         // Wake after every lock is released, so woken threads find the new values.
         for &(addr, _) in &self.scratch {
             self.registry.wake(addr);
@@ -391,7 +428,8 @@ impl RawTx {
     /// changed (or is being committed), returns at once. The epoch is unpinned before sleeping.
     pub(crate) fn wait_for_change(&mut self, waiter: &Arc<Waiter>) {
         self.scratch.clear();
-        self.scratch.extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
+        self.scratch
+            .extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
         // Any order works; loom models need one that does not depend on addresses.
         #[cfg(not(stm_loom))]
         self.scratch.sort_unstable();
@@ -405,7 +443,10 @@ impl RawTx {
                 self.registry.register(addr, waiter);
                 registered += 1;
                 // SAFETY: `addr` is a header recorded while pinned; still pinned.
-                if !unsafe { &*(addr as *const Header) }.lock.try_add_waiter(version) {
+                if !unsafe { &*(addr as *const Header) }
+                    .lock
+                    .try_add_waiter(version)
+                {
                     changed = true;
                     break;
                 }
@@ -422,9 +463,14 @@ impl RawTx {
     }
 
     /// Ends the attempt: drops pending values, clears the logs, unpins.
+    #[inline]
     pub(crate) fn reset(&mut self) {
-        self.drop_undo(0);
-        self.truncate_writes(0);
+        if !self.undo.is_empty() {
+            self.drop_undo(0);
+        }
+        if !self.writes.is_empty() {
+            self.truncate_writes(0);
+        }
         self.reads.clear();
         self.nest = 0;
         self.guard = None;

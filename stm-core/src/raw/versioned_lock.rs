@@ -17,15 +17,18 @@ impl Word {
     /// A placeholder for log entries that hold no lock yet.
     pub(crate) const UNLOCKED: Word = Word(0);
 
+    #[inline]
     pub(crate) fn is_locked(self) -> bool {
         self.0 & LOCK_BIT != 0
     }
 
+    #[inline]
     pub(crate) fn has_waiters(self) -> bool {
         self.0 & WAITER_BIT != 0
     }
 
     /// The clock value of the commit that last wrote the variable.
+    #[inline]
     pub(crate) fn version(self) -> u64 {
         self.0 >> VERSION_SHIFT
     }
@@ -56,23 +59,32 @@ pub(crate) struct VersionedLock {
 
 impl VersionedLock {
     pub(crate) fn new(version: u64) -> Self {
-        Self { state: AtomicU64::new(version << VERSION_SHIFT) }
+        Self {
+            state: AtomicU64::new(version << VERSION_SHIFT),
+        }
     }
 
     /// The current word. `Acquire`: a reader that then loads the value slot sees the value that
     /// was published before this version was stored.
+    #[inline]
     pub(crate) fn load(&self) -> Word {
         Word(self.state.load(Ordering::Acquire))
     }
 
     /// Takes the lock if it is free, returning the word it replaced.
+    #[inline]
     pub(crate) fn try_lock(&self) -> Option<Word> {
         let current = self.state.load(Ordering::Relaxed);
         if current & LOCK_BIT != 0 {
             return None;
         }
         self.state
-            .compare_exchange(current, current | LOCK_BIT, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(
+                current,
+                current | LOCK_BIT,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
             .ok()
             .map(Word)
     }
@@ -154,7 +166,10 @@ mod tests {
         let prev = lock.try_lock().unwrap();
         assert!(prev.has_waiters() && prev.version() == 3);
         assert!(lock.try_lock().is_none());
-        assert!(!lock.try_add_waiter(3), "no waiter may be added while locked");
+        assert!(
+            !lock.try_add_waiter(3),
+            "no waiter may be added while locked"
+        );
         // SAFETY: we hold the lock (try_lock above succeeded).
         unsafe { lock.unlock(7) };
         let word = lock.load();
