@@ -103,7 +103,7 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for TxError<E> {}
 
 /// Blocks the transaction until one of the variables it has read changes, then re-runs it.
 ///
-/// Inside [`Transaction::or_else`], a retry in the first alternative runs the second instead.
+/// Inside [`Transaction::or_else`](crate::Transaction::or_else), a retry in the first alternative runs the second instead.
 ///
 /// # Panics
 ///
