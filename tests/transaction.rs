@@ -10,12 +10,8 @@ use std::time::Duration;
 
 use stmx::prelude::*;
 
-fn panic_message(err: Box<dyn std::any::Any + Send>) -> String {
-    err.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| err.downcast_ref::<String>().cloned())
-        .unwrap_or_default()
-}
+mod common;
+use common::panic_message;
 
 #[test]
 fn smoke() {

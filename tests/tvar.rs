@@ -5,6 +5,9 @@ use std::thread;
 
 use stmx::prelude::*;
 
+mod common;
+use common::panic_message;
+
 #[test]
 fn smoke() {
     let v = TVar::new(1_u64);
@@ -78,10 +81,7 @@ fn write_atomic_inside_a_transaction_panics_and_the_thread_stays_usable() {
         })
     }))
     .unwrap_err();
-    let msg = err
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| err.downcast_ref::<String>().cloned().unwrap_or_default());
+    let msg = panic_message(err);
     assert!(msg.contains("&mut Transaction"), "unhelpful message: {msg}");
     assert_eq!(
         v.read_atomic(),

@@ -30,98 +30,72 @@ trait Subject: Send + Sync {
 
 const INITIAL: u64 = 1_000_000;
 
-struct Stmx {
-    one: stmx::TVar<u64>,
-    hundred: Vec<stmx::TVar<u64>>,
-    accounts: Vec<stmx::TVar<u64>>,
+/// stmx and the `stm` crate share the API shape (`atomically(|tx| var.read(tx))`), so one
+/// macro writes both subjects.
+macro_rules! tx_closure_subject {
+    ($subject:ident, $label:literal, $krate:ident) => {
+        struct $subject {
+            one: $krate::TVar<u64>,
+            hundred: Vec<$krate::TVar<u64>>,
+            accounts: Vec<$krate::TVar<u64>>,
+        }
+
+        impl $subject {
+            fn new(accounts: usize) -> Self {
+                Self {
+                    one: $krate::TVar::new(0),
+                    hundred: (0..100).map($krate::TVar::new).collect(),
+                    accounts: (0..accounts).map(|_| $krate::TVar::new(INITIAL)).collect(),
+                }
+            }
+        }
+
+        impl Subject for $subject {
+            fn name(&self) -> &'static str {
+                $label
+            }
+            fn read1(&self) -> u64 {
+                $krate::atomically(|tx| self.one.read(tx))
+            }
+            fn rmw1(&self) {
+                $krate::atomically(|tx| {
+                    let v = self.one.read(tx)?;
+                    self.one.write(tx, v.wrapping_add(1))
+                })
+            }
+            fn read100(&self) -> u64 {
+                $krate::atomically(|tx| {
+                    let mut sum = 0;
+                    for v in &self.hundred {
+                        sum += v.read(tx)?;
+                    }
+                    Ok(sum)
+                })
+            }
+            fn transfer(&self, from: usize, to: usize, amount: u64) {
+                let (f, t) = (&self.accounts[from], &self.accounts[to]);
+                $krate::atomically(|tx| {
+                    let a = f.read(tx)?;
+                    f.write(tx, a - amount)?;
+                    let b = t.read(tx)?;
+                    t.write(tx, b + amount)
+                })
+            }
+            fn bank_total(&self) -> u64 {
+                $krate::atomically(|tx| {
+                    let mut sum = 0;
+                    for v in &self.accounts {
+                        sum += v.read(tx)?;
+                    }
+                    Ok(sum)
+                })
+            }
+        }
+    };
 }
 
-impl Subject for Stmx {
-    fn name(&self) -> &'static str {
-        "stmx"
-    }
-    fn read1(&self) -> u64 {
-        stmx::atomically(|tx| self.one.read(tx))
-    }
-    fn rmw1(&self) {
-        stmx::atomically(|tx| self.one.modify(tx, |v| v.wrapping_add(1)))
-    }
-    fn read100(&self) -> u64 {
-        stmx::atomically(|tx| {
-            let mut sum = 0;
-            for v in &self.hundred {
-                sum += v.read(tx)?;
-            }
-            Ok(sum)
-        })
-    }
-    fn transfer(&self, from: usize, to: usize, amount: u64) {
-        let (f, t) = (&self.accounts[from], &self.accounts[to]);
-        stmx::atomically(|tx| {
-            let a = f.read(tx)?;
-            f.write(tx, a - amount)?;
-            let b = t.read(tx)?;
-            t.write(tx, b + amount)
-        })
-    }
-    fn bank_total(&self) -> u64 {
-        stmx::atomically(|tx| {
-            let mut sum = 0;
-            for v in &self.accounts {
-                sum += v.read(tx)?;
-            }
-            Ok(sum)
-        })
-    }
-}
-
-struct StmCrate {
-    one: stm::TVar<u64>,
-    hundred: Vec<stm::TVar<u64>>,
-    accounts: Vec<stm::TVar<u64>>,
-}
-
-impl Subject for StmCrate {
-    fn name(&self) -> &'static str {
-        "stm 0.4"
-    }
-    fn read1(&self) -> u64 {
-        stm::atomically(|tx| self.one.read(tx))
-    }
-    fn rmw1(&self) {
-        stm::atomically(|tx| {
-            let v = self.one.read(tx)?;
-            self.one.write(tx, v.wrapping_add(1))
-        })
-    }
-    fn read100(&self) -> u64 {
-        stm::atomically(|tx| {
-            let mut sum = 0;
-            for v in &self.hundred {
-                sum += v.read(tx)?;
-            }
-            Ok(sum)
-        })
-    }
-    fn transfer(&self, from: usize, to: usize, amount: u64) {
-        let (f, t) = (&self.accounts[from], &self.accounts[to]);
-        stm::atomically(|tx| {
-            let a = f.read(tx)?;
-            f.write(tx, a - amount)?;
-            let b = t.read(tx)?;
-            t.write(tx, b + amount)
-        })
-    }
-    fn bank_total(&self) -> u64 {
-        stm::atomically(|tx| {
-            let mut sum = 0;
-            for v in &self.accounts {
-                sum += v.read(tx)?;
-            }
-            Ok(sum)
-        })
-    }
-}
+tx_closure_subject!(Stmx, "stmx", stmx);
+tx_closure_subject!(StmCrate, "stm 0.4", stm);
 
 struct AsyncStm {
     one: async_stm::TVar<u64>,
@@ -214,16 +188,8 @@ fn subjects(accounts: usize) -> Vec<Arc<dyn Subject>> {
                 accounts: vec![INITIAL; accounts],
             }),
         }),
-        Arc::new(Stmx {
-            one: stmx::TVar::new(0),
-            hundred: (0..100).map(stmx::TVar::new).collect(),
-            accounts: (0..accounts).map(|_| stmx::TVar::new(INITIAL)).collect(),
-        }),
-        Arc::new(StmCrate {
-            one: stm::TVar::new(0),
-            hundred: (0..100).map(stm::TVar::new).collect(),
-            accounts: (0..accounts).map(|_| stm::TVar::new(INITIAL)).collect(),
-        }),
+        Arc::new(Stmx::new(accounts)),
+        Arc::new(StmCrate::new(accounts)),
         Arc::new(AsyncStm {
             one: async_stm::TVar::new(0),
             hundred: (0..100).map(async_stm::TVar::new).collect(),
