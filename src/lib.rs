@@ -48,3 +48,8 @@ pub mod prelude {
         try_atomically, unwrap_or_retry,
     };
 }
+
+/// The README's example, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

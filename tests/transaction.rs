@@ -409,7 +409,11 @@ fn stats_count_commits_conflicts_and_retries() {
     atomically(|tx| v.read(tx));
     let v2 = v.clone();
     let t = thread::spawn(move || atomically(|tx| unwrap_or_retry(v2.read(tx)?)));
-    thread::sleep(Duration::from_millis(50));
+    // Wait until a retry has been counted (ours, or another test's: stats are process-wide).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stmx::stats().retries == before.retries && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
     v.write_atomic(Some(1));
     assert_eq!(t.join().unwrap(), 1);
     let d = stmx::stats() - before;
