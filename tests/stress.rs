@@ -267,3 +267,40 @@ fn concurrent_increments_are_not_lost() {
     threads.into_iter().for_each(|t| t.join().unwrap());
     assert_eq!(counter.read_atomic(), 20_000);
 }
+
+#[test]
+fn a_transaction_that_always_loses_eventually_runs_alone_and_commits() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    // Every attempt reads `a`, then makes another thread commit to `a` and waits for it (at most
+    // 50 ms), so its own commit fails validation. Without the starvation escape this never
+    // commits; with it, after a dozen conflicts the transaction holds the serial token, the
+    // competing writer waits for it, and the next attempt commits.
+    let (a, b) = (TVar::new(0_u64), TVar::new(0_u64));
+    let attempts = AtomicUsize::new(0);
+    let mut writers = Vec::new();
+    atomically(|tx| {
+        let n = attempts.fetch_add(1, Ordering::SeqCst) as u64;
+        assert!(n < 1_000, "the transaction starved");
+        let seen = a.read(tx)?;
+        let (done_tx, done_rx) = mpsc::channel();
+        let a2 = a.clone();
+        writers.push(thread::spawn(move || {
+            a2.write_atomic(n + 1);
+            let _ = done_tx.send(());
+        }));
+        let _ = done_rx.recv_timeout(Duration::from_millis(50));
+        b.write(tx, seen + 100)
+    });
+    let attempts = attempts.load(Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        (2..=20).contains(&attempts),
+        "committed after {attempts} attempts"
+    );
+    // The winning attempt saw the value written by the last writer that got in before it.
+    assert_eq!(b.read_atomic(), (attempts as u64 - 1) + 100);
+}

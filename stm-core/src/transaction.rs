@@ -292,8 +292,10 @@ struct Session {
 
 impl Session {
     fn enter() -> Self {
-        assert_not_in_transaction();
-        let _ = ACTIVE.try_with(|a| a.set(true));
+        // One thread-local access both checks and sets the flag.
+        if ACTIVE.try_with(|a| a.replace(true)).unwrap_or(false) {
+            panic!("{NESTED_MSG}");
+        }
         let tx = CACHED.try_with(Cell::take).ok().flatten();
         Self {
             tx: Some(tx.unwrap_or_else(|| Box::new(Transaction::new()))),
@@ -400,10 +402,14 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
             if !tx.before.is_empty() {
                 tx.run_before_commit()?;
             }
-            if tx.raw.has_writes() && serial.is_none() {
-                yield_to_starving();
+            // Read-only transactions are already committed: every read was checked against the
+            // snapshot when it was made.
+            if tx.raw.has_writes() {
+                if serial.is_none() {
+                    yield_to_starving();
+                }
+                tx.raw.commit().map_err(|_| StmError::Conflict)?;
             }
-            tx.raw.commit().map_err(|_| StmError::Conflict)?;
             Ok(v)
         });
         match outcome {
