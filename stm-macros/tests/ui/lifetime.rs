@@ -1,0 +1,8 @@
+use stmx::prelude::*;
+
+#[transactional]
+struct Borrowed<'a> {
+    name: &'a str,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use stmx::prelude::*;
+
+#[transactional]
+fn helper() {}
+
+fn main() {
+    helper();
+}
