@@ -15,3 +15,16 @@ fn tvar_is_send_and_sync_when_its_value_is() {
     is_sync::<StmError>();
     is_send::<stmx::Stats>();
 }
+
+#[test]
+fn containers_are_send_and_sync_when_their_contents_are() {
+    fn both<T: Send + Sync + Clone>() {}
+    both::<TCell<String>>();
+    both::<TStack<String>>();
+    both::<TFifo<String>>();
+    both::<TChannel<String>>();
+    both::<TPort<String>>();
+    both::<THashMap<String, Vec<u8>>>();
+    both::<TMap<u64, String>>();
+    both::<TSet<String>>();
+}

@@ -163,3 +163,88 @@ fn ten_million_overwrites_keep_memory_flat() {
     assert_eq!(wait_until_all_freed(&LIVE), 0, "values leaked");
     assert_eq!(w.read_atomic(), WRITES / 2);
 }
+
+/// Containers keep only what someone can still take: a channel without ports keeps nothing,
+/// a port keeps what it has yet to take, and emptied queues and maps free their values.
+#[test]
+fn containers_free_values_nobody_can_take() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    struct Counted;
+    impl Counted {
+        fn new() -> Self {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Counted
+        }
+    }
+    impl Clone for Counted {
+        fn clone(&self) -> Self {
+            Counted::new()
+        }
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let settle = || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = LIVE.load(Ordering::SeqCst);
+        // Wait until the count stops falling.
+        loop {
+            stmx::collect_garbage();
+            std::thread::sleep(Duration::from_millis(2));
+            let now = LIVE.load(Ordering::SeqCst);
+            if (now == last
+                && (0..3).all(|_| {
+                    stmx::collect_garbage();
+                    LIVE.load(Ordering::SeqCst) == now
+                }))
+                || Instant::now() > deadline
+            {
+                return now;
+            }
+            last = now;
+        }
+    };
+
+    let channel = TChannel::new();
+    for _ in 0..1_000 {
+        atomically(|tx| channel.put(tx, Counted::new()));
+    }
+    assert_eq!(settle(), 0, "a channel without ports kept values");
+
+    let port = channel.subscribe();
+    for _ in 0..1_000 {
+        atomically(|tx| channel.put(tx, Counted::new()));
+    }
+    for _ in 0..600 {
+        drop(atomically(|tx| port.take(tx)));
+    }
+    assert_eq!(settle(), 400, "a port kept values it already took");
+    drop(port);
+    assert_eq!(settle(), 0, "values outlived every port");
+
+    let fifo = TFifo::new();
+    let bounded = TFifo::bounded(64);
+    let stack = TStack::new();
+    let map = THashMap::new();
+    let tree = TMap::new();
+    for i in 0..500 {
+        atomically(|tx| {
+            fifo.put(tx, Counted::new())?;
+            optionally(tx, |tx| bounded.put(tx, Counted::new()))?;
+            stack.push(tx, Counted::new())?;
+            map.insert(tx, i, Counted::new())?;
+            tree.insert(tx, i, Counted::new()).map(drop)
+        });
+    }
+    atomically(|tx| {
+        fifo.clear(tx)?;
+        bounded.clear(tx)?;
+        stack.clear(tx)?;
+        map.clear(tx)?;
+        tree.clear(tx)
+    });
+    assert_eq!(settle(), 0, "a cleared container kept values");
+}

@@ -1,0 +1,521 @@
+//! `THashMap`: a transactional hash map (STMX's `THASH-TABLE`).
+
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Arc, OnceLock};
+
+use stm_core::{StmResult, TVar, Transaction};
+
+use crate::counter::StripedCounter;
+
+/// The fewest buckets a table has.
+const MIN_BUCKETS: usize = 16;
+/// How many times a map can double: far more than memory allows.
+const GENERATIONS: usize = 48;
+/// An insert that leaves its bucket this long checks the load factor (and so reads every
+/// stripe of the length). With a good hash, short buckets are the rule until the table is full.
+const CHECK_LOAD_AT: usize = 3;
+
+/// A transactional hash map. STMX's `THASH-TABLE`.
+///
+/// Every method takes the transaction, so map operations compose with any other transactional
+/// code: moving an entry from one map to another is one atomic step.
+///
+/// # Conflicts
+///
+/// The map is an array of buckets, each its own `TVar`, so operations on keys in different
+/// buckets do not conflict. There is no hot `TVar` that every insert writes:
+///
+/// - The length is a striped counter: each thread adds to its own stripe. [`len`](Self::len)
+///   sums the stripes, so it conflicts with concurrent inserts and removes (a consistent length
+///   must), but inserts do not conflict with each other through it.
+/// - The table is found through a generation number that only a resize writes. A resize (the
+///   table doubles when it holds more entries than buckets) reads and rewrites every bucket,
+///   so it conflicts with everything, once per doubling.
+///
+/// Keys and values are cloned out on reads (`get` returns a clone) and a bucket's entries are
+/// cloned when it is written; wrap large values in `Arc`. Cloning the map gives a second handle
+/// to the same map.
+///
+/// # Examples
+///
+/// ```
+/// use stm_collections::THashMap;
+/// use stm_core::atomically;
+///
+/// let (from, to) = (THashMap::new(), THashMap::new());
+/// atomically(|tx| from.insert(tx, "apple", 3));
+/// // Move an entry between maps atomically.
+/// atomically(|tx| {
+///     if let Some(n) = from.remove(tx, "apple")? {
+///         to.insert(tx, "apple", n)?;
+///     }
+///     Ok(())
+/// });
+/// assert_eq!(atomically(|tx| to.get(tx, "apple")), Some(3));
+/// assert!(atomically(|tx| from.is_empty(tx)));
+/// ```
+pub struct THashMap<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+struct Inner<K, V> {
+    /// Which of `tables` is current; written only by a resize.
+    generation: TVar<usize>,
+    /// Table `g` has `base << g` buckets. A table is allocated when the map first grows into
+    /// it and then stays; the resize empties the buckets of the table it leaves.
+    tables: Box<[OnceLock<Table<K, V>>]>,
+    base: usize,
+    len: StripedCounter,
+    hasher: RandomState,
+}
+
+/// A bucket: the entries whose hashes land here, in no order.
+type Bucket<K, V> = TVar<Vec<(K, V)>>;
+
+struct Table<K, V> {
+    buckets: Box<[Bucket<K, V>]>,
+}
+
+impl<K, V> Table<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn new(buckets: usize) -> Self {
+        debug_assert!(buckets.is_power_of_two());
+        Self {
+            buckets: (0..buckets).map(|_| TVar::new(Vec::new())).collect(),
+        }
+    }
+
+    fn bucket(&self, hash: u64) -> &Bucket<K, V> {
+        // Truncating the hash is fine: only its low bits pick the bucket.
+        &self.buckets[hash as usize & (self.buckets.len() - 1)]
+    }
+}
+
+impl<K, V> Clone for THashMap<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for THashMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("THashMap").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Default for THashMap<K, V>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> THashMap<K, V>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Creates an empty map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::<u32, String>::new();
+    /// assert_eq!(atomically(|tx| map.len(tx)), 0);
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Creates an empty map with room for about `capacity` entries before it first grows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::with_capacity(1000);
+    /// atomically(|tx| map.insert(tx, 1, 'a'));
+    /// ```
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        let base = capacity.max(MIN_BUCKETS).next_power_of_two();
+        let tables: Box<[OnceLock<Table<K, V>>]> =
+            (0..GENERATIONS).map(|_| OnceLock::new()).collect();
+        let _ = tables[0].set(Table::new(base));
+        Self {
+            inner: Arc::new(Inner {
+                generation: TVar::new(0),
+                tables,
+                base,
+                len: StripedCounter::new(),
+                hasher: RandomState::new(),
+            }),
+        }
+    }
+
+    fn table(&self, tx: &mut Transaction) -> StmResult<&Table<K, V>> {
+        let generation = self.inner.generation.read(tx)?;
+        Ok(self.inner.tables[generation]
+            .get()
+            .expect("the current table is allocated before it becomes current"))
+    }
+
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.inner.hasher.hash_one(key)
+    }
+
+    /// A clone of the value for `key`, or `None`.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, "k".to_string(), 1));
+    /// assert_eq!(atomically(|tx| map.get(tx, "k")), Some(1)); // borrowed key
+    /// ```
+    pub fn get<Q>(&self, tx: &mut Transaction, key: &Q) -> StmResult<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        self.table(tx)?.bucket(hash).read_with(tx, |entries| {
+            entries
+                .iter()
+                .find(|(k, _)| k.borrow() == key)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    /// Whether the map has an entry for `key`.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, 1, ()));
+    /// assert!(atomically(|tx| map.contains_key(tx, &1)));
+    /// ```
+    pub fn contains_key<Q>(&self, tx: &mut Transaction, key: &Q) -> StmResult<bool>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        self.table(tx)?
+            .bucket(hash)
+            .read_with(tx, |entries| entries.iter().any(|(k, _)| k.borrow() == key))
+    }
+
+    /// Sets the value for `key`, returning the value it replaces, if any.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// assert_eq!(atomically(|tx| map.insert(tx, 1, "a")), None);
+    /// assert_eq!(atomically(|tx| map.insert(tx, 1, "b")), Some("a"));
+    /// ```
+    pub fn insert(&self, tx: &mut Transaction, key: K, value: V) -> StmResult<Option<V>> {
+        self.update(tx, key, |_| Some(value))
+    }
+
+    /// Removes the entry for `key`, returning its value, if any.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, 1, "a"));
+    /// assert_eq!(atomically(|tx| map.remove(tx, &1)), Some("a"));
+    /// assert_eq!(atomically(|tx| map.remove(tx, &1)), None);
+    /// ```
+    pub fn remove<Q>(&self, tx: &mut Transaction, key: &Q) -> StmResult<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.hash(key);
+        let bucket = self.table(tx)?.bucket(hash);
+        let Some(at) = bucket.read_with(tx, |e| e.iter().position(|(k, _)| k.borrow() == key))?
+        else {
+            return Ok(None);
+        };
+        let mut entries = bucket.read(tx)?;
+        let (_, old) = entries.swap_remove(at);
+        bucket.write(tx, entries)?;
+        self.inner.len.add(tx, -1)?;
+        Ok(Some(old))
+    }
+
+    /// Updates the entry for `key` in place: `f` gets the current value (`None` if absent) and
+    /// returns the new one (`None` removes the entry). Returns the value `f` was given.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let counts = THashMap::new();
+    /// for word in ["a", "b", "a"] {
+    ///     atomically(|tx| counts.update(tx, word, |n| Some(n.unwrap_or(0) + 1)));
+    /// }
+    /// assert_eq!(atomically(|tx| counts.get(tx, "a")), Some(2));
+    /// ```
+    pub fn update(
+        &self,
+        tx: &mut Transaction,
+        key: K,
+        f: impl FnOnce(Option<V>) -> Option<V>,
+    ) -> StmResult<Option<V>> {
+        let hash = self.hash(&key);
+        let bucket = self.table(tx)?.bucket(hash);
+        let mut entries = bucket.read(tx)?;
+        let at = entries.iter().position(|(k, _)| *k == key);
+        let old = at.map(|i| entries[i].1.clone());
+        let delta = match (at, f(old.clone())) {
+            (Some(i), Some(new)) => {
+                entries[i].1 = new;
+                0
+            }
+            (Some(i), None) => {
+                entries.swap_remove(i);
+                -1
+            }
+            (None, Some(new)) => {
+                entries.push((key, new));
+                1
+            }
+            (None, None) => return Ok(None),
+        };
+        let bucket_len = entries.len();
+        bucket.write(tx, entries)?;
+        if delta != 0 {
+            self.inner.len.add(tx, delta)?;
+        }
+        if delta > 0 && bucket_len >= CHECK_LOAD_AT {
+            self.grow_if_full(tx)?;
+        }
+        Ok(old)
+    }
+
+    /// Doubles the table if it holds more entries than buckets.
+    fn grow_if_full(&self, tx: &mut Transaction) -> StmResult<()> {
+        let generation = self.inner.generation.read(tx)?;
+        let old = self.table(tx)?;
+        if self.inner.len.sum(tx)? <= old.buckets.len() {
+            return Ok(());
+        }
+        let next = generation + 1;
+        assert!(
+            next < GENERATIONS,
+            "THashMap: cannot grow past {} doublings",
+            GENERATIONS - 1
+        );
+        // Allocated once, outside any commit: a resize that aborts leaves it empty for the
+        // next try, since its bucket writes were never published.
+        let new = self.inner.tables[next].get_or_init(|| Table::new(self.inner.base << next));
+        let mask = new.buckets.len() - 1;
+        let mut fresh: Vec<Vec<(K, V)>> = vec![Vec::new(); new.buckets.len()];
+        for bucket in old.buckets.iter() {
+            let entries = bucket.read(tx)?;
+            if entries.is_empty() {
+                continue;
+            }
+            for (k, v) in entries {
+                let i = self.hash(&k) as usize & mask;
+                fresh[i].push((k, v));
+            }
+            bucket.write(tx, Vec::new())?;
+        }
+        for (bucket, entries) in new.buckets.iter().zip(fresh) {
+            if !entries.is_empty() {
+                bucket.write(tx, entries)?;
+            }
+        }
+        self.inner.generation.write(tx, next)
+    }
+
+    /// The number of entries. Reads every stripe of the count: it conflicts with concurrent
+    /// inserts and removes, so keep it out of hot transactions.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| { map.insert(tx, 1, 1)?; map.insert(tx, 2, 2) });
+    /// assert_eq!(atomically(|tx| map.len(tx)), 2);
+    /// ```
+    pub fn len(&self, tx: &mut Transaction) -> StmResult<usize> {
+        self.inner.len.sum(tx)
+    }
+
+    /// Whether the map is empty; as costly as [`len`](Self::len).
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// assert!(atomically(|tx| THashMap::<u8, u8>::new().is_empty(tx)));
+    /// ```
+    pub fn is_empty(&self, tx: &mut Transaction) -> StmResult<bool> {
+        Ok(self.len(tx)? == 0)
+    }
+
+    /// Removes every entry.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| { map.insert(tx, 1, 1)?; map.clear(tx) });
+    /// assert!(atomically(|tx| map.is_empty(tx)));
+    /// ```
+    pub fn clear(&self, tx: &mut Transaction) -> StmResult<()> {
+        let table = self.table(tx)?;
+        for bucket in table.buckets.iter() {
+            if !bucket.read_with(tx, Vec::is_empty)? {
+                bucket.write(tx, Vec::new())?;
+            }
+        }
+        self.inner.len.reset(tx)
+    }
+
+    /// Calls `f` on every entry, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| { map.insert(tx, 1, 10)?; map.insert(tx, 2, 20) });
+    /// let mut sum = 0;
+    /// atomically(|tx| { sum = 0; map.for_each(tx, |_, v| sum += v) });
+    /// assert_eq!(sum, 30);
+    /// ```
+    pub fn for_each(&self, tx: &mut Transaction, mut f: impl FnMut(&K, &V)) -> StmResult<()> {
+        let table = self.table(tx)?;
+        for bucket in table.buckets.iter() {
+            bucket.read_with(tx, |entries| {
+                for (k, v) in entries {
+                    f(k, v);
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every entry, cloned, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, 1, 'a'));
+    /// assert_eq!(atomically(|tx| map.to_vec(tx)), vec![(1, 'a')]);
+    /// ```
+    pub fn to_vec(&self, tx: &mut Transaction) -> StmResult<Vec<(K, V)>> {
+        let mut out = Vec::new();
+        self.for_each(tx, |k, v| out.push((k.clone(), v.clone())))?;
+        Ok(out)
+    }
+
+    /// Every key, cloned, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, 1, 'a'));
+    /// assert_eq!(atomically(|tx| map.keys(tx)), vec![1]);
+    /// ```
+    pub fn keys(&self, tx: &mut Transaction) -> StmResult<Vec<K>> {
+        let mut out = Vec::new();
+        self.for_each(tx, |k, _| out.push(k.clone()))?;
+        Ok(out)
+    }
+
+    /// Every value, cloned, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, 1, 'a'));
+    /// assert_eq!(atomically(|tx| map.values(tx)), vec!['a']);
+    /// ```
+    pub fn values(&self, tx: &mut Transaction) -> StmResult<Vec<V>> {
+        let mut out = Vec::new();
+        self.for_each(tx, |_, v| out.push(v.clone()))?;
+        Ok(out)
+    }
+}
