@@ -3,12 +3,16 @@
 //! run (every round runs every implementation once, so machine noise hits them alike).
 //!
 //! `cargo bench --bench compare` prints a Markdown table of median ns/op and the ratio to the
-//! Mutex baseline. Set `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15).
+//! Mutex baseline, then a table for the containers (see `collections.rs`). Set
+//! `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15), and
+//! `STMX_COMPARE_ONLY=collections` (or `core`) to run one table.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod collections;
 
 use futures_executor::block_on;
 use parking_lot::Mutex;
@@ -301,6 +305,16 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
+    let only = std::env::var("STMX_COMPARE_ONLY").unwrap_or_default();
+    if only != "collections" {
+        core_table(rounds);
+    }
+    if only != "core" {
+        collections::run(rounds);
+    }
+}
+
+fn core_table(rounds: usize) {
     let workloads = [
         Workload::Read1,
         Workload::Rmw1,

@@ -1,0 +1,329 @@
+//! The containers side by side with their lock-based and lock-free counterparts:
+//! `THashMap` vs `dashmap` and `Mutex<HashMap>`, `TMap` vs `Mutex<BTreeMap>`, and a bounded
+//! `TFifo` vs `crossbeam-channel` and the `stm` crate's usual queue (a `VecDeque` in one
+//! `TVar`), interleaved round by round like the core table.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Keys live in `0..KEY_SPACE`; half of them are present at the start.
+const KEY_SPACE: u64 = 20_000;
+
+/// A map under test: `u64 -> u64`.
+pub(crate) trait MapSubject: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn get(&self, k: u64) -> Option<u64>;
+    fn insert(&self, k: u64, v: u64);
+    fn remove(&self, k: u64);
+}
+
+struct StmxHash(stmx::THashMap<u64, u64>);
+struct StmxTree(stmx::TMap<u64, u64>);
+struct Dash(dashmap::DashMap<u64, u64>);
+struct LockedHash(Mutex<HashMap<u64, u64>>);
+struct LockedTree(Mutex<BTreeMap<u64, u64>>);
+
+impl MapSubject for StmxHash {
+    fn name(&self) -> &'static str {
+        "stmx THashMap"
+    }
+    fn get(&self, k: u64) -> Option<u64> {
+        stmx::atomically(|tx| self.0.get(tx, &k))
+    }
+    fn insert(&self, k: u64, v: u64) {
+        stmx::atomically(|tx| self.0.insert(tx, k, v));
+    }
+    fn remove(&self, k: u64) {
+        stmx::atomically(|tx| self.0.remove(tx, &k));
+    }
+}
+
+impl MapSubject for StmxTree {
+    fn name(&self) -> &'static str {
+        "stmx TMap"
+    }
+    fn get(&self, k: u64) -> Option<u64> {
+        stmx::atomically(|tx| self.0.get(tx, &k))
+    }
+    fn insert(&self, k: u64, v: u64) {
+        stmx::atomically(|tx| self.0.insert(tx, k, v));
+    }
+    fn remove(&self, k: u64) {
+        stmx::atomically(|tx| self.0.remove(tx, &k));
+    }
+}
+
+impl MapSubject for Dash {
+    fn name(&self) -> &'static str {
+        "dashmap"
+    }
+    fn get(&self, k: u64) -> Option<u64> {
+        self.0.get(&k).map(|v| *v)
+    }
+    fn insert(&self, k: u64, v: u64) {
+        self.0.insert(k, v);
+    }
+    fn remove(&self, k: u64) {
+        self.0.remove(&k);
+    }
+}
+
+impl MapSubject for LockedHash {
+    fn name(&self) -> &'static str {
+        "Mutex<HashMap>"
+    }
+    fn get(&self, k: u64) -> Option<u64> {
+        self.0.lock().get(&k).copied()
+    }
+    fn insert(&self, k: u64, v: u64) {
+        self.0.lock().insert(k, v);
+    }
+    fn remove(&self, k: u64) {
+        self.0.lock().remove(&k);
+    }
+}
+
+impl MapSubject for LockedTree {
+    fn name(&self) -> &'static str {
+        "Mutex<BTreeMap>"
+    }
+    fn get(&self, k: u64) -> Option<u64> {
+        self.0.lock().get(&k).copied()
+    }
+    fn insert(&self, k: u64, v: u64) {
+        self.0.lock().insert(k, v);
+    }
+    fn remove(&self, k: u64) {
+        self.0.lock().remove(&k);
+    }
+}
+
+fn filled(subject: Arc<dyn MapSubject>) -> Arc<dyn MapSubject> {
+    for k in (0..KEY_SPACE).step_by(2) {
+        subject.insert(k, k);
+    }
+    subject
+}
+
+fn hash_subjects() -> Vec<Arc<dyn MapSubject>> {
+    vec![
+        filled(Arc::new(StmxHash(stmx::THashMap::new()))),
+        filled(Arc::new(Dash(dashmap::DashMap::new()))),
+        filled(Arc::new(LockedHash(Mutex::new(HashMap::new())))),
+    ]
+}
+
+fn tree_subjects() -> Vec<Arc<dyn MapSubject>> {
+    vec![
+        filled(Arc::new(StmxTree(stmx::TMap::new()))),
+        filled(Arc::new(LockedTree(Mutex::new(BTreeMap::new())))),
+    ]
+}
+
+/// `ops` operations split over `threads`: 90% `get`, 5% `insert`, 5% `remove` of random keys.
+/// Returns ns per operation (wall time over all threads' operations).
+fn mixed(subject: &Arc<dyn MapSubject>, threads: usize, ops: u64) -> f64 {
+    let per_thread = ops / threads as u64;
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (subject, barrier) = (Arc::clone(subject), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (t as u64 + 1);
+                barrier.wait();
+                for _ in 0..per_thread {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let k = seed % KEY_SPACE;
+                    match (seed >> 32) % 20 {
+                        0 => subject.insert(k, seed),
+                        1 => subject.remove(k),
+                        _ => {
+                            black_box(subject.get(k));
+                        }
+                    }
+                }
+                barrier.wait();
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    barrier.wait();
+    let elapsed = start.elapsed();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    elapsed.as_nanos() as f64 / (per_thread * threads as u64) as f64
+}
+
+/// A bounded queue under test, driven by one producer and one consumer.
+pub(crate) trait QueueSubject: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Passes `items` values from a producer thread to a consumer thread; returns the time.
+    fn transfer(&self, items: u64) -> Duration;
+}
+
+const QUEUE_CAPACITY: usize = 64;
+
+/// Times `items` values from a producer running `put` to a consumer running `take`.
+fn spsc(items: u64, put: impl Fn(u64) + Sync, take: impl Fn() -> u64 + Sync) -> Duration {
+    let barrier = Barrier::new(3);
+    thread::scope(|s| {
+        s.spawn(|| {
+            barrier.wait();
+            for i in 0..items {
+                put(i);
+            }
+        });
+        s.spawn(|| {
+            barrier.wait();
+            for i in 0..items {
+                assert_eq!(take(), i, "the queue reordered values");
+            }
+        });
+        let start = Instant::now();
+        barrier.wait();
+        // The scope joins both threads before returning.
+        start
+    })
+    .elapsed()
+}
+
+struct StmxFifo(stmx::TFifo<u64>);
+struct Crossbeam(
+    crossbeam_channel::Sender<u64>,
+    crossbeam_channel::Receiver<u64>,
+);
+struct StmCrateDeque(stm::TVar<VecDeque<u64>>);
+
+impl QueueSubject for StmxFifo {
+    fn name(&self) -> &'static str {
+        "stmx TFifo::bounded"
+    }
+    fn transfer(&self, items: u64) -> Duration {
+        spsc(
+            items,
+            |i| stmx::atomically(|tx| self.0.put(tx, i)),
+            || stmx::atomically(|tx| self.0.take(tx)),
+        )
+    }
+}
+
+impl QueueSubject for Crossbeam {
+    fn name(&self) -> &'static str {
+        "crossbeam bounded"
+    }
+    fn transfer(&self, items: u64) -> Duration {
+        spsc(
+            items,
+            |i| self.0.send(i).unwrap(),
+            || self.1.recv().unwrap(),
+        )
+    }
+}
+
+impl QueueSubject for StmCrateDeque {
+    fn name(&self) -> &'static str {
+        "stm TVar<VecDeque>"
+    }
+    fn transfer(&self, items: u64) -> Duration {
+        spsc(
+            items,
+            |i| {
+                stm::atomically(|tx| {
+                    let mut q = self.0.read(tx)?;
+                    stm::guard(q.len() < QUEUE_CAPACITY)?;
+                    q.push_back(i);
+                    self.0.write(tx, q)
+                })
+            },
+            || {
+                stm::atomically(|tx| {
+                    let mut q = self.0.read(tx)?;
+                    let v = stm::unwrap_or_retry(q.pop_front())?;
+                    self.0.write(tx, q)?;
+                    Ok(v)
+                })
+            },
+        )
+    }
+}
+
+fn queue_subjects() -> Vec<Arc<dyn QueueSubject>> {
+    let (tx, rx) = crossbeam_channel::bounded(QUEUE_CAPACITY);
+    vec![
+        Arc::new(StmxFifo(stmx::TFifo::bounded(QUEUE_CAPACITY))),
+        Arc::new(Crossbeam(tx, rx)),
+        Arc::new(StmCrateDeque(stm::TVar::new(VecDeque::new()))),
+    ]
+}
+
+/// Prints one table row: median ns/op per subject, and its ratio to the first.
+fn row(label: &str, names: &[&str], samples: &mut [Vec<f64>]) {
+    let medians: Vec<f64> = samples.iter_mut().map(|s| super::median(s)).collect();
+    let cells: Vec<String> = medians
+        .iter()
+        .zip(names)
+        .map(|(m, n)| format!("{n} {m:.1}"))
+        .collect();
+    let ratios: Vec<String> = medians[1..]
+        .iter()
+        .zip(&names[1..])
+        .map(|(m, n)| format!("{:.2}x {n}", medians[0] / m))
+        .collect();
+    println!(
+        "| {label} | {} | {} |",
+        cells.join(" · "),
+        ratios.join(" · ")
+    );
+}
+
+pub(crate) fn run(rounds: usize) {
+    println!(
+        "\nContainers: median ns/op; ratio = stmx time / other time (lower is better for stmx)\n"
+    );
+    println!("| workload | median ns/op | stmx / other |");
+    println!("|---|---|---|");
+    const MAP_OPS: u64 = 100_000;
+    for (label, subjects, threads) in [
+        ("THashMap 90/10, 1 thread", hash_subjects(), 1),
+        ("THashMap 90/10, 2 threads", hash_subjects(), 2),
+        ("TMap 90/10, 1 thread", tree_subjects(), 1),
+        ("TMap 90/10, 2 threads", tree_subjects(), 2),
+    ] {
+        for s in &subjects {
+            mixed(s, threads, MAP_OPS);
+        }
+        let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+        for _ in 0..rounds {
+            for (i, s) in subjects.iter().enumerate() {
+                samples[i].push(mixed(s, threads, MAP_OPS));
+            }
+        }
+        let names: Vec<&str> = subjects.iter().map(|s| s.name()).collect();
+        row(label, &names, &mut samples);
+    }
+
+    const ITEMS: u64 = 100_000;
+    let subjects = queue_subjects();
+    for s in &subjects {
+        s.transfer(ITEMS / 10);
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+    for _ in 0..rounds {
+        for (i, s) in subjects.iter().enumerate() {
+            samples[i].push(s.transfer(ITEMS).as_nanos() as f64 / ITEMS as f64);
+        }
+    }
+    let names: Vec<&str> = subjects.iter().map(|s| s.name()).collect();
+    row(
+        &format!("bounded({QUEUE_CAPACITY}) queue, 1 producer / 1 consumer"),
+        &names,
+        &mut samples,
+    );
+}
