@@ -121,6 +121,8 @@ fn main() {
         assert_eq!(events_seen, NUMBERS, "a monitor missed events");
         assert_eq!(numbers_sum, NUMBERS * (NUMBERS + 1) / 2);
     }
-    assert!(atomically(|tx| Ok(input.is_empty(tx)? && output.is_empty(tx)?)));
+    assert!(atomically(|tx| Ok(
+        input.is_empty(tx)? && output.is_empty(tx)?
+    )));
     println!("OK: every number squared once, summed once, and seen by both monitors");
 }
