@@ -91,6 +91,7 @@ fn main() {
         .map(|(id, port)| {
             thread::spawn(move || {
                 let mut per_worker = [0_u64; SQUARERS];
+                let mut done = [false; SQUARERS];
                 let (mut finished, mut numbers_sum) = (0, 0_u64);
                 while finished < SQUARERS {
                     match atomically(|tx| port.take(tx)) {
@@ -98,7 +99,12 @@ fn main() {
                             per_worker[worker] += 1;
                             numbers_sum += n;
                         }
-                        Event::Finished { .. } => finished += 1,
+                        Event::Finished { worker } => {
+                            // Every squarer finishes once, after all its work.
+                            assert!(!done[worker], "squarer {worker} finished twice");
+                            done[worker] = true;
+                            finished += 1;
+                        }
                     }
                 }
                 println!("monitor {id}: squarings per worker {per_worker:?}");

@@ -469,6 +469,23 @@ where
         }
     }
 
+    /// Creates an empty map; the same as [`new`](Self::new), since a tree has nothing to
+    /// allocate ahead. It exists so that code can switch between [`THashMap`](crate::THashMap)
+    /// and `TMap`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TMap; use stm_core::atomically;
+    /// let map = TMap::<u32, u32>::with_capacity(100);
+    /// assert!(atomically(|tx| map.is_empty(tx)));
+    /// ```
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        let _ = capacity;
+        Self::new()
+    }
+
     /// A clone of the value for `key`, or `None`.
     ///
     /// # Errors
