@@ -175,7 +175,7 @@ fn map_op(ordered: bool) -> impl Strategy<Value = MapOp> {
         1 => Just(MapOp::Len),
         1 => Just(MapOp::IsEmpty),
     ];
-    let rare_clear = prop::bool::weighted(0.01).prop_map(|c| c);
+    let rare_clear = prop::bool::weighted(0.01);
     let ordered_ops = prop_oneof![
         Just(MapOp::First),
         Just(MapOp::Last),

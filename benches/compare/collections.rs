@@ -22,41 +22,56 @@ pub(crate) trait MapSubject: Send + Sync {
     fn remove(&self, k: u64);
 }
 
-struct StmxHash(stmx::THashMap<u64, u64>);
-struct StmxTree(stmx::TMap<u64, u64>);
+/// A stmx map: every operation is its own transaction.
+macro_rules! stmx_map {
+    ($subject:ident, $map:ident, $label:literal) => {
+        struct $subject(stmx::$map<u64, u64>);
+
+        impl MapSubject for $subject {
+            fn name(&self) -> &'static str {
+                $label
+            }
+            fn get(&self, k: u64) -> Option<u64> {
+                stmx::atomically(|tx| self.0.get(tx, &k))
+            }
+            fn insert(&self, k: u64, v: u64) {
+                stmx::atomically(|tx| self.0.insert(tx, k, v));
+            }
+            fn remove(&self, k: u64) {
+                stmx::atomically(|tx| self.0.remove(tx, &k));
+            }
+        }
+    };
+}
+
+/// A `std` map behind one `parking_lot::Mutex`.
+macro_rules! locked_map {
+    ($subject:ident, $map:ident, $label:literal) => {
+        struct $subject(Mutex<$map<u64, u64>>);
+
+        impl MapSubject for $subject {
+            fn name(&self) -> &'static str {
+                $label
+            }
+            fn get(&self, k: u64) -> Option<u64> {
+                self.0.lock().get(&k).copied()
+            }
+            fn insert(&self, k: u64, v: u64) {
+                self.0.lock().insert(k, v);
+            }
+            fn remove(&self, k: u64) {
+                self.0.lock().remove(&k);
+            }
+        }
+    };
+}
+
+stmx_map!(StmxHash, THashMap, "stmx THashMap");
+stmx_map!(StmxTree, TMap, "stmx TMap");
+locked_map!(LockedHash, HashMap, "Mutex<HashMap>");
+locked_map!(LockedTree, BTreeMap, "Mutex<BTreeMap>");
+
 struct Dash(dashmap::DashMap<u64, u64>);
-struct LockedHash(Mutex<HashMap<u64, u64>>);
-struct LockedTree(Mutex<BTreeMap<u64, u64>>);
-
-impl MapSubject for StmxHash {
-    fn name(&self) -> &'static str {
-        "stmx THashMap"
-    }
-    fn get(&self, k: u64) -> Option<u64> {
-        stmx::atomically(|tx| self.0.get(tx, &k))
-    }
-    fn insert(&self, k: u64, v: u64) {
-        stmx::atomically(|tx| self.0.insert(tx, k, v));
-    }
-    fn remove(&self, k: u64) {
-        stmx::atomically(|tx| self.0.remove(tx, &k));
-    }
-}
-
-impl MapSubject for StmxTree {
-    fn name(&self) -> &'static str {
-        "stmx TMap"
-    }
-    fn get(&self, k: u64) -> Option<u64> {
-        stmx::atomically(|tx| self.0.get(tx, &k))
-    }
-    fn insert(&self, k: u64, v: u64) {
-        stmx::atomically(|tx| self.0.insert(tx, k, v));
-    }
-    fn remove(&self, k: u64) {
-        stmx::atomically(|tx| self.0.remove(tx, &k));
-    }
-}
 
 impl MapSubject for Dash {
     fn name(&self) -> &'static str {
@@ -70,36 +85,6 @@ impl MapSubject for Dash {
     }
     fn remove(&self, k: u64) {
         self.0.remove(&k);
-    }
-}
-
-impl MapSubject for LockedHash {
-    fn name(&self) -> &'static str {
-        "Mutex<HashMap>"
-    }
-    fn get(&self, k: u64) -> Option<u64> {
-        self.0.lock().get(&k).copied()
-    }
-    fn insert(&self, k: u64, v: u64) {
-        self.0.lock().insert(k, v);
-    }
-    fn remove(&self, k: u64) {
-        self.0.lock().remove(&k);
-    }
-}
-
-impl MapSubject for LockedTree {
-    fn name(&self) -> &'static str {
-        "Mutex<BTreeMap>"
-    }
-    fn get(&self, k: u64) -> Option<u64> {
-        self.0.lock().get(&k).copied()
-    }
-    fn insert(&self, k: u64, v: u64) {
-        self.0.lock().insert(k, v);
-    }
-    fn remove(&self, k: u64) {
-        self.0.lock().remove(&k);
     }
 }
 
@@ -129,35 +114,16 @@ fn tree_subjects() -> Vec<Arc<dyn MapSubject>> {
 /// Returns ns per operation (wall time over all threads' operations).
 fn mixed(subject: &Arc<dyn MapSubject>, threads: usize, ops: u64) -> f64 {
     let per_thread = ops / threads as u64;
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (subject, barrier) = (Arc::clone(subject), Arc::clone(&barrier));
-            thread::spawn(move || {
-                let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (t as u64 + 1);
-                barrier.wait();
-                for _ in 0..per_thread {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let k = seed % KEY_SPACE;
-                    match (seed >> 32) % 20 {
-                        0 => subject.insert(k, seed),
-                        1 => subject.remove(k),
-                        _ => {
-                            black_box(subject.get(k));
-                        }
-                    }
-                }
-                barrier.wait();
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    barrier.wait();
-    let elapsed = start.elapsed();
-    handles.into_iter().for_each(|h| h.join().unwrap());
+    let elapsed = super::run_threads(threads, per_thread, &|seed| {
+        let k = seed % KEY_SPACE;
+        match (seed >> 32) % 20 {
+            0 => subject.insert(k, seed),
+            1 => subject.remove(k),
+            _ => {
+                black_box(subject.get(k));
+            }
+        }
+    });
     elapsed.as_nanos() as f64 / (per_thread * threads as u64) as f64
 }
 

@@ -258,33 +258,39 @@ fn timed(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
-/// `ops` transfers split over `threads` threads, timed from a common start.
-fn bank(subject: &Arc<dyn Subject>, accounts: usize, threads: usize, ops: u64) -> Duration {
-    let per_thread = ops / threads as u64;
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (subject, barrier) = (Arc::clone(subject), Arc::clone(&barrier));
-            thread::spawn(move || {
+/// Runs `step` `per_thread` times on each of `threads` threads, from a common start; each call
+/// gets the next value of its thread's xorshift sequence. Returns the wall time.
+fn run_threads(threads: usize, per_thread: u64, step: &(dyn Fn(u64) + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        for t in 0..threads {
+            let barrier = &barrier;
+            s.spawn(move || {
                 let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
                 barrier.wait();
                 for _ in 0..per_thread {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    let from = (seed % accounts as u64) as usize;
-                    let to = ((seed >> 20) % accounts as u64) as usize;
-                    subject.transfer(from, to, seed >> 60);
+                    step(seed);
                 }
                 barrier.wait();
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    barrier.wait();
-    let elapsed = start.elapsed();
-    handles.into_iter().for_each(|h| h.join().unwrap());
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+/// `ops` transfers split over `threads` threads, timed from a common start.
+fn bank(subject: &Arc<dyn Subject>, accounts: usize, threads: usize, ops: u64) -> Duration {
+    let elapsed = run_threads(threads, ops / threads as u64, &|seed| {
+        let from = (seed % accounts as u64) as usize;
+        let to = ((seed >> 20) % accounts as u64) as usize;
+        subject.transfer(from, to, seed >> 60);
+    });
     let expected = INITIAL * accounts as u64;
     assert_eq!(
         subject.bank_total(),

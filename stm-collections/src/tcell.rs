@@ -175,10 +175,11 @@ impl<T: Clone + Send + Sync + 'static> TCell<T> {
     /// assert_eq!(atomically(|tx| cell.try_take(tx)), None);
     /// ```
     pub fn try_take(&self, tx: &mut Transaction) -> StmResult<Option<T>> {
-        if self.is_empty(tx)? {
+        let Some(value) = self.slot.read(tx)? else {
             return Ok(None);
-        }
-        self.slot.replace(tx, None)
+        };
+        self.slot.write(tx, None)?;
+        Ok(Some(value))
     }
 
     /// Stores `value` if the cell is empty; if it is full, gives `value` back as `Err`.

@@ -254,12 +254,12 @@ impl<T: Clone + Send + Sync + 'static> TFifo<T> {
             Flavor::Bounded { slots, head, .. } => {
                 let position = head.read(tx)?;
                 let slot = &slots[slot_index(position, slots.len())];
-                if slot.read_with(tx, Option::is_none)? {
+                let Some(value) = slot.read(tx)? else {
                     return Ok(None);
-                }
-                let value = slot.replace(tx, None)?;
+                };
+                slot.write(tx, None)?;
                 head.write(tx, position + 1)?;
-                Ok(value)
+                Ok(Some(value))
             }
         }
     }

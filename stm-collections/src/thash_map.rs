@@ -245,7 +245,22 @@ where
     /// assert_eq!(atomically(|tx| map.insert(tx, 1, "b")), Some("a"));
     /// ```
     pub fn insert(&self, tx: &mut Transaction, key: K, value: V) -> StmResult<Option<V>> {
-        self.update(tx, key, |_| Some(value))
+        let hash = self.hash(&key);
+        let old = self.rewrite(tx, hash, |entries| {
+            let mut new = Vec::with_capacity(entries.len() + 1);
+            new.extend_from_slice(entries);
+            match new.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => {
+                    let old = std::mem::replace(&mut entry.1, value);
+                    Some((new, 0, Some(old)))
+                }
+                None => {
+                    new.push((key, value));
+                    Some((new, 1, None))
+                }
+            }
+        })?;
+        Ok(old.flatten())
     }
 
     /// Removes the entry for `key`, returning its value, if any.
@@ -269,16 +284,12 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hash(key);
-        let bucket = self.table(tx)?.bucket(hash);
-        let Some(at) = bucket.read_with(tx, |e| e.iter().position(|(k, _)| k.borrow() == key))?
-        else {
-            return Ok(None);
-        };
-        let mut entries = bucket.read(tx)?;
-        let (_, old) = entries.swap_remove(at);
-        bucket.write(tx, entries)?;
-        self.inner.len.add(tx, -1)?;
-        Ok(Some(old))
+        self.rewrite(tx, hash, |entries| {
+            let at = entries.iter().position(|(k, _)| k.borrow() == key)?;
+            let mut new = entries.to_vec();
+            let (_, old) = new.swap_remove(at);
+            Some((new, -1, old))
+        })
     }
 
     /// Updates the entry for `key` in place: `f` gets the current value (`None` if absent) and
@@ -305,24 +316,45 @@ where
         f: impl FnOnce(Option<V>) -> Option<V>,
     ) -> StmResult<Option<V>> {
         let hash = self.hash(&key);
+        let old = self.rewrite(tx, hash, |entries| {
+            let at = entries.iter().position(|(k, _)| *k == key);
+            let old = at.map(|i| entries[i].1.clone());
+            let value = f(old.clone());
+            let mut new = entries.to_vec();
+            let delta = match (at, value) {
+                (Some(i), Some(value)) => {
+                    new[i].1 = value;
+                    0
+                }
+                (Some(i), None) => {
+                    new.swap_remove(i);
+                    -1
+                }
+                (None, Some(value)) => {
+                    new.push((key, value));
+                    1
+                }
+                // Absent and staying absent: nothing to write.
+                (None, None) => return None,
+            };
+            Some((new, delta, old))
+        })?;
+        Ok(old.flatten())
+    }
+
+    /// Replaces the bucket of `hash` with what `edit` makes of its entries: the new entries,
+    /// the change in length and a result, or `None` to leave the bucket as it is (unwritten,
+    /// so that a lookup-only path conflicts with nobody). Then counts the change and grows the
+    /// table if the bucket is long and the map full.
+    fn rewrite<R>(
+        &self,
+        tx: &mut Transaction,
+        hash: u64,
+        edit: impl FnOnce(&[(K, V)]) -> Option<(Vec<(K, V)>, isize, R)>,
+    ) -> StmResult<Option<R>> {
         let bucket = self.table(tx)?.bucket(hash);
-        let mut entries = bucket.read(tx)?;
-        let at = entries.iter().position(|(k, _)| *k == key);
-        let old = at.map(|i| entries[i].1.clone());
-        let delta = match (at, f(old.clone())) {
-            (Some(i), Some(new)) => {
-                entries[i].1 = new;
-                0
-            }
-            (Some(i), None) => {
-                entries.swap_remove(i);
-                -1
-            }
-            (None, Some(new)) => {
-                entries.push((key, new));
-                1
-            }
-            (None, None) => return Ok(None),
+        let Some((entries, delta, out)) = bucket.read_with(tx, |entries| edit(entries))? else {
+            return Ok(None);
         };
         let bucket_len = entries.len();
         bucket.write(tx, entries)?;
@@ -332,7 +364,7 @@ where
         if delta > 0 && bucket_len >= CHECK_LOAD_AT {
             self.grow_if_full(tx)?;
         }
-        Ok(old)
+        Ok(Some(out))
     }
 
     /// Doubles the table if it holds more entries than buckets.

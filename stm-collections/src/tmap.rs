@@ -4,6 +4,7 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -75,85 +76,83 @@ impl<K, V> fmt::Debug for TMap<K, V> {
     }
 }
 
-fn same<K, V>(a: &Link<K, V>, b: &Link<K, V>) -> bool
+#[derive(Clone, Copy)]
+enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    fn other(self) -> Self {
+        match self {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        }
+    }
+}
+
+impl<K, V> Node<K, V> {
+    fn child(&self, side: Side) -> &Link<K, V> {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+
+    fn child_mut(&mut self, side: Side) -> &mut Link<K, V> {
+        match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        }
+    }
+}
+
+/// The tree algorithms (Sedgewick's left-leaning red-black tree), on node handles. Each reads
+/// the nodes it needs and writes only the nodes whose fields change.
+struct Tree<K, V>(PhantomData<(K, V)>);
+
+impl<K, V> Tree<K, V>
 where
     K: Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => TVar::ref_eq(a, b),
-        _ => false,
+    fn same(a: &Link<K, V>, b: &Link<K, V>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => TVar::ref_eq(a, b),
+            _ => false,
+        }
     }
-}
 
-/// The tree algorithms, on node handles. Each reads the nodes it needs and writes only the
-/// nodes whose fields change.
-struct Tree;
-
-impl Tree {
-    fn is_red<K, V>(tx: &mut Transaction, link: &Link<K, V>) -> StmResult<bool>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    fn is_red(tx: &mut Transaction, link: &Link<K, V>) -> StmResult<bool> {
         match link {
             None => Ok(false),
             Some(h) => h.read_with(tx, |n| n.red),
         }
     }
 
-    fn left<K, V>(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<Link<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        h.read_with(tx, |n| n.left.clone())
+    fn child(tx: &mut Transaction, h: &Handle<K, V>, side: Side) -> StmResult<Link<K, V>> {
+        h.read_with(tx, |n| n.child(side).clone())
     }
 
-    fn right<K, V>(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<Link<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        h.read_with(tx, |n| n.right.clone())
-    }
-
-    /// Whether the left child of `link`'s node, and its left child, are both red.
-    fn is_red_left_left<K, V>(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<bool>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        let left = Self::left(tx, h)?;
-        match &left {
-            Some(l) if l.read_with(tx, |n| n.red)? => {
-                let ll = Self::left(tx, l)?;
-                Self::is_red(tx, &ll)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    fn is_red_child_left<K, V>(tx: &mut Transaction, child: &Link<K, V>) -> StmResult<bool>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        match child {
+    /// Whether the left child of `link`'s node is red (false for an empty link).
+    fn left_child_is_red(tx: &mut Transaction, link: &Link<K, V>) -> StmResult<bool> {
+        match link {
             None => Ok(false),
-            Some(c) => {
-                let cl = Self::left(tx, c)?;
-                Self::is_red(tx, &cl)
+            Some(h) => {
+                let left = Self::child(tx, h, Side::Left)?;
+                Self::is_red(tx, &left)
             }
         }
     }
 
-    fn set_red<K, V>(tx: &mut Transaction, h: &Handle<K, V>, red: bool) -> StmResult<()>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    /// Whether `h`'s left child and that child's left child are both red.
+    fn left_left_is_red(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<bool> {
+        let left = Self::child(tx, h, Side::Left)?;
+        Ok(Self::is_red(tx, &left)? && Self::left_child_is_red(tx, &left)?)
+    }
+
+    fn set_red(tx: &mut Transaction, h: &Handle<K, V>, red: bool) -> StmResult<()> {
         if h.read_with(tx, |n| n.red)? != red {
             h.modify(tx, |mut n| {
                 n.red = red;
@@ -163,106 +162,62 @@ impl Tree {
         Ok(())
     }
 
-    fn set_left<K, V>(tx: &mut Transaction, h: &Handle<K, V>, link: Link<K, V>) -> StmResult<()>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        if !h.read_with(tx, |n| same(&n.left, &link))? {
+    fn set_child(
+        tx: &mut Transaction,
+        h: &Handle<K, V>,
+        side: Side,
+        link: Link<K, V>,
+    ) -> StmResult<()> {
+        if !h.read_with(tx, |n| Self::same(n.child(side), &link))? {
             h.modify(tx, |mut n| {
-                n.left = link;
+                *n.child_mut(side) = link;
                 n
             })?;
         }
         Ok(())
     }
 
-    fn set_right<K, V>(tx: &mut Transaction, h: &Handle<K, V>, link: Link<K, V>) -> StmResult<()>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        if !h.read_with(tx, |n| same(&n.right, &link))? {
-            h.modify(tx, |mut n| {
-                n.right = link;
-                n
-            })?;
-        }
-        Ok(())
-    }
-
-    fn rotate_left<K, V>(tx: &mut Transaction, h: Handle<K, V>) -> StmResult<Handle<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    /// Rotates the child on side `up` into `h`'s place, returning it: a left rotation takes
+    /// `up = Right`, a right rotation `up = Left`.
+    fn rotate(tx: &mut Transaction, h: Handle<K, V>, up: Side) -> StmResult<Handle<K, V>> {
         let mut hn = h.read(tx)?;
         let x = hn
-            .right
+            .child_mut(up)
             .take()
-            .expect("rotate_left: the node has a right child");
+            .expect("a rotation moves up an existing child");
         let mut xn = x.read(tx)?;
-        hn.right = xn.left.take();
+        *hn.child_mut(up) = xn.child_mut(up.other()).take();
         xn.red = hn.red;
         hn.red = true;
         h.write(tx, hn)?;
-        xn.left = Some(h);
+        *xn.child_mut(up.other()) = Some(h);
         x.write(tx, xn)?;
         Ok(x)
     }
 
-    fn rotate_right<K, V>(tx: &mut Transaction, h: Handle<K, V>) -> StmResult<Handle<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        let mut hn = h.read(tx)?;
-        let x = hn
-            .left
-            .take()
-            .expect("rotate_right: the node has a left child");
-        let mut xn = x.read(tx)?;
-        hn.left = xn.right.take();
-        xn.red = hn.red;
-        hn.red = true;
-        h.write(tx, hn)?;
-        xn.right = Some(h);
-        x.write(tx, xn)?;
-        Ok(x)
-    }
-
-    /// Flips the colours of a node and its two children (both exist when this is called).
-    fn flip_colors<K, V>(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<()>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        let (left, right) = h.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
-        h.modify(tx, |mut n| {
-            n.red = !n.red;
-            n
-        })?;
-        for child in [left, right].into_iter().flatten() {
-            child.modify(tx, |mut n| {
-                n.red = !n.red;
-                n
+    /// Flips the colours of a node and its children.
+    fn flip_colors(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<()> {
+        let mut n = h.read(tx)?;
+        n.red = !n.red;
+        let children = [n.left.clone(), n.right.clone()];
+        h.write(tx, n)?;
+        for child in children.into_iter().flatten() {
+            child.modify(tx, |mut c| {
+                c.red = !c.red;
+                c
             })?;
         }
         Ok(())
     }
 
     /// Restores the left-leaning invariants at `h` on the way up.
-    fn balance<K, V>(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    fn balance(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
         let (left, right) = h.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
         if Self::is_red(tx, &right)? && !Self::is_red(tx, &left)? {
-            h = Self::rotate_left(tx, h)?;
+            h = Self::rotate(tx, h, Side::Right)?;
         }
-        if Self::is_red_left_left(tx, &h)? {
-            h = Self::rotate_right(tx, h)?;
+        if Self::left_left_is_red(tx, &h)? {
+            h = Self::rotate(tx, h, Side::Left)?;
         }
         let (left, right) = h.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
         if Self::is_red(tx, &left)? && Self::is_red(tx, &right)? {
@@ -271,15 +226,14 @@ impl Tree {
         Ok(h)
     }
 
-    fn insert<K, V>(
+    fn insert(
         tx: &mut Transaction,
         link: Link<K, V>,
         key: K,
         value: V,
     ) -> StmResult<(Handle<K, V>, Option<V>)>
     where
-        K: Ord + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        K: Ord,
     {
         let Some(h) = link else {
             let node = Node {
@@ -291,19 +245,9 @@ impl Tree {
             };
             return Ok((TVar::new(node), None));
         };
-        let (order, left, right) =
-            h.read_with(tx, |n| (key.cmp(&n.key), n.left.clone(), n.right.clone()))?;
-        let old = match order {
-            Ordering::Less => {
-                let (child, old) = Self::insert(tx, left, key, value)?;
-                Self::set_left(tx, &h, Some(child))?;
-                old
-            }
-            Ordering::Greater => {
-                let (child, old) = Self::insert(tx, right, key, value)?;
-                Self::set_right(tx, &h, Some(child))?;
-                old
-            }
+        let side = match h.read_with(tx, |n| key.cmp(&n.key))? {
+            Ordering::Less => Side::Left,
+            Ordering::Greater => Side::Right,
             Ordering::Equal => {
                 // The shape does not change: replace the value and stop rebalancing here.
                 let mut n = h.read(tx)?;
@@ -312,38 +256,33 @@ impl Tree {
                 return Ok((h, Some(old)));
             }
         };
+        let below = Self::child(tx, &h, side)?;
+        let (child, old) = Self::insert(tx, below, key, value)?;
+        Self::set_child(tx, &h, side, Some(child))?;
         if old.is_some() {
             // Only a value changed below: the tree is as balanced as before.
             return Ok((h, old));
         }
-        Ok((Self::balance(tx, h)?, old))
+        Ok((Self::balance(tx, h)?, None))
     }
 
-    fn move_red_left<K, V>(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    fn move_red_left(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
         Self::flip_colors(tx, &h)?;
-        let right = Self::right(tx, &h)?;
-        if Self::is_red_child_left(tx, &right)? {
+        let right = Self::child(tx, &h, Side::Right)?;
+        if Self::left_child_is_red(tx, &right)? {
             let right = right.expect("checked above");
-            let rotated = Self::rotate_right(tx, right)?;
-            Self::set_right(tx, &h, Some(rotated))?;
-            h = Self::rotate_left(tx, h)?;
+            let rotated = Self::rotate(tx, right, Side::Left)?;
+            Self::set_child(tx, &h, Side::Right, Some(rotated))?;
+            h = Self::rotate(tx, h, Side::Right)?;
             Self::flip_colors(tx, &h)?;
         }
         Ok(h)
     }
 
-    fn move_red_right<K, V>(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
+    fn move_red_right(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
         Self::flip_colors(tx, &h)?;
-        if Self::is_red_left_left(tx, &h)? {
-            h = Self::rotate_right(tx, h)?;
+        if Self::left_left_is_red(tx, &h)? {
+            h = Self::rotate(tx, h, Side::Left)?;
             Self::flip_colors(tx, &h)?;
         }
         Ok(h)
@@ -354,69 +293,51 @@ impl Tree {
         clippy::type_complexity,
         reason = "a private helper's (subtree, entry) pair"
     )]
-    fn delete_min<K, V>(
-        tx: &mut Transaction,
-        mut h: Handle<K, V>,
-    ) -> StmResult<(Link<K, V>, (K, V))>
-    where
-        K: Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-    {
-        let left = Self::left(tx, &h)?;
-        let Some(left) = left else {
+    fn delete_min(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<(Link<K, V>, (K, V))> {
+        let left = Self::child(tx, &h, Side::Left)?;
+        if left.is_none() {
             let n = h.read(tx)?;
             return Ok((n.right, (n.key, n.value)));
-        };
-        if !left.read_with(tx, |n| n.red)? && !Self::is_red_child_left(tx, &Some(left))? {
+        }
+        if !Self::is_red(tx, &left)? && !Self::left_child_is_red(tx, &left)? {
             h = Self::move_red_left(tx, h)?;
         }
-        let left = Self::left(tx, &h)?.expect("a left child survives move_red_left");
+        let left = Self::child(tx, &h, Side::Left)?.expect("a left child survives move_red_left");
         let (child, entry) = Self::delete_min(tx, left)?;
-        Self::set_left(tx, &h, child)?;
+        Self::set_child(tx, &h, Side::Left, child)?;
         Ok((Some(Self::balance(tx, h)?), entry))
     }
 
     /// Removes `key`, which is in the subtree under `h`; returns the new subtree and the
     /// removed value.
-    fn delete<K, V, Q>(
-        tx: &mut Transaction,
-        mut h: Handle<K, V>,
-        key: &Q,
-    ) -> StmResult<(Link<K, V>, V)>
+    fn delete<Q>(tx: &mut Transaction, mut h: Handle<K, V>, key: &Q) -> StmResult<(Link<K, V>, V)>
     where
-        K: Borrow<Q> + Clone + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
+        K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
         let removed;
-        let less = h.read_with(tx, |n| key.cmp(n.key.borrow()) == Ordering::Less)?;
-        if less {
-            let left = Self::left(tx, &h)?;
-            let left_red = Self::is_red(tx, &left)?;
-            if !left_red && !Self::is_red_child_left(tx, &left)? {
+        if h.read_with(tx, |n| key < n.key.borrow())? {
+            let left = Self::child(tx, &h, Side::Left)?;
+            if !Self::is_red(tx, &left)? && !Self::left_child_is_red(tx, &left)? {
                 h = Self::move_red_left(tx, h)?;
             }
-            let left = Self::left(tx, &h)?.expect("the key is in the left subtree");
+            let left = Self::child(tx, &h, Side::Left)?.expect("the key is in the left subtree");
             let (child, value) = Self::delete(tx, left, key)?;
-            Self::set_left(tx, &h, child)?;
+            Self::set_child(tx, &h, Side::Left, child)?;
             removed = value;
         } else {
-            let left = Self::left(tx, &h)?;
+            let left = Self::child(tx, &h, Side::Left)?;
             if Self::is_red(tx, &left)? {
-                h = Self::rotate_right(tx, h)?;
+                h = Self::rotate(tx, h, Side::Left)?;
             }
-            let (equal, right) = h.read_with(tx, |n| {
-                (key.cmp(n.key.borrow()) == Ordering::Equal, n.right.clone())
-            })?;
+            let (equal, right) = h.read_with(tx, |n| (key == n.key.borrow(), n.right.clone()))?;
             if equal && right.is_none() {
                 return Ok((None, h.read(tx)?.value));
             }
-            if !Self::is_red(tx, &right)? && !Self::is_red_child_left(tx, &right)? {
+            if !Self::is_red(tx, &right)? && !Self::left_child_is_red(tx, &right)? {
                 h = Self::move_red_right(tx, h)?;
             }
-            let (equal, right) = h.read_with(tx, |n| {
-                (key.cmp(n.key.borrow()) == Ordering::Equal, n.right.clone())
-            })?;
+            let (equal, right) = h.read_with(tx, |n| (key == n.key.borrow(), n.right.clone()))?;
             let right = right.expect("the key is here or in the right subtree");
             if equal {
                 // Replace this node's entry with its successor's, and remove the successor.
@@ -428,7 +349,7 @@ impl Tree {
                 h.write(tx, n)?;
             } else {
                 let (child, value) = Self::delete(tx, right, key)?;
-                Self::set_right(tx, &h, child)?;
+                Self::set_child(tx, &h, Side::Right, child)?;
                 removed = value;
             }
         }
@@ -570,10 +491,10 @@ where
     /// ```
     pub fn insert(&self, tx: &mut Transaction, key: K, value: V) -> StmResult<Option<V>> {
         let root = self.inner.root.read(tx)?;
-        let (new_root, old) = Tree::insert(tx, root.clone(), key, value)?;
-        Tree::set_red(tx, &new_root, false)?;
+        let (new_root, old) = Tree::<K, V>::insert(tx, root.clone(), key, value)?;
+        Tree::<K, V>::set_red(tx, &new_root, false)?;
         let new_root = Some(new_root);
-        if !same(&root, &new_root) {
+        if !Tree::<K, V>::same(&root, &new_root) {
             self.inner.root.write(tx, new_root)?;
         }
         if old.is_none() {
@@ -602,29 +523,34 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        // The delete below assumes the key is present.
+        // The delete assumes the key is present.
         if !self.contains_key(tx, key)? {
             return Ok(None);
         }
-        let root = self
-            .inner
-            .root
-            .read(tx)?
-            .expect("a map with a key has a root");
-        let (left, right) = root.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
-        if !Tree::is_red(tx, &left)? && !Tree::is_red(tx, &right)? {
-            Tree::set_red(tx, &root, true)?;
-        }
-        let (new_root, removed) = Tree::delete(tx, root, key)?;
-        if let Some(r) = &new_root {
-            Tree::set_red(tx, r, false)?;
-        }
+        self.remove_present(tx, key).map(Some)
+    }
+
+    /// Removes `key`, which the transaction has seen in the map.
+    fn remove_present<Q>(&self, tx: &mut Transaction, key: &Q) -> StmResult<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         let old_root = self.inner.root.read(tx)?;
-        if !same(&old_root, &new_root) {
+        let root = old_root.clone().expect("a map with a key has a root");
+        let (left, right) = root.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
+        if !Tree::<K, V>::is_red(tx, &left)? && !Tree::<K, V>::is_red(tx, &right)? {
+            Tree::<K, V>::set_red(tx, &root, true)?;
+        }
+        let (new_root, removed) = Tree::<K, V>::delete(tx, root, key)?;
+        if let Some(r) = &new_root {
+            Tree::<K, V>::set_red(tx, r, false)?;
+        }
+        if !Tree::<K, V>::same(&old_root, &new_root) {
             self.inner.root.write(tx, new_root)?;
         }
         self.inner.len.add(tx, -1)?;
-        Ok(Some(removed))
+        Ok(removed)
     }
 
     /// Updates the entry for `key`: `f` gets the current value (`None` if absent) and returns
@@ -655,7 +581,7 @@ where
                 self.insert(tx, key, new)?;
             }
             None if old.is_some() => {
-                self.remove(tx, &key)?;
+                self.remove_present(tx, &key)?;
             }
             None => {}
         }
@@ -794,7 +720,7 @@ where
         let Some((key, value)) = self.first(tx)? else {
             return Ok(None);
         };
-        self.remove(tx, &key)?;
+        self.remove_present(tx, &key)?;
         Ok(Some((key, value)))
     }
 
@@ -816,7 +742,7 @@ where
         let Some((key, value)) = self.last(tx)? else {
             return Ok(None);
         };
-        self.remove(tx, &key)?;
+        self.remove_present(tx, &key)?;
         Ok(Some((key, value)))
     }
 
@@ -991,7 +917,7 @@ where
     /// ```
     pub fn check_invariants(&self, tx: &mut Transaction) -> StmResult<Result<usize, String>> {
         let root = self.inner.root.read(tx)?;
-        if Tree::is_red(tx, &root)? {
+        if Tree::<K, V>::is_red(tx, &root)? {
             return Ok(Err("the root is red".into()));
         }
         let mut nodes = 0;
@@ -1022,7 +948,7 @@ where
         if n.red && parent_red {
             return Ok(Err("a red node has a red child".into()));
         }
-        if Tree::is_red(tx, &n.right)? {
+        if Tree::<K, V>::is_red(tx, &n.right)? {
             return Ok(Err("a red link leans right".into()));
         }
         let left = match Self::check(tx, &n.left, n.red, nodes, last)? {

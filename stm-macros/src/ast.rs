@@ -1,6 +1,5 @@
 //! The struct `#[transactional]` was put on, checked and taken apart.
 
-use proc_macro2::Span;
 use quote::format_ident;
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -109,7 +108,7 @@ impl Input {
                 ),
             );
         }
-        let mut taken = Vec::<(String, Span)>::new();
+        let mut taken = Vec::<String>::new();
         for (index, field) in raw_fields.into_iter().enumerate() {
             let options = match attr::take_field_options(&mut field.attrs) {
                 Ok(options) => options,
@@ -171,7 +170,7 @@ impl Input {
                                 ),
                             ),
                         );
-                    } else if taken.iter().any(|(t, _)| *t == name) {
+                    } else if taken.contains(&name) {
                         attr::combine(
                             &mut result,
                             syn::Error::new(
@@ -184,7 +183,7 @@ impl Input {
                             ),
                         );
                     } else {
-                        taken.push((name, span));
+                        taken.push(name);
                     }
                 }
             }

@@ -38,14 +38,14 @@ pub(crate) fn expand(
             syn::Member::Unnamed(_) => quote!(#(#attrs)* #vis #ty),
         }
     });
-    let body = |items: &mut dyn Iterator<Item = TokenStream>| {
+    let body = |items: Vec<TokenStream>| {
         if *tuple {
             quote!(( #(#items),* ) #where_clause ;)
         } else {
             quote!(#where_clause { #(#items),* })
         }
     };
-    let struct_body = body(&mut stored.into_iter());
+    let struct_body = body(stored.collect());
 
     // The snapshot: the same fields with their plain types, the field docs, and derives.
     let snapshot_fields = fields.iter().map(|f| {
@@ -56,7 +56,7 @@ pub(crate) fn expand(
             syn::Member::Unnamed(_) => quote!(#(#docs)* #vis #ty),
         }
     });
-    let snapshot_body = body(&mut snapshot_fields.into_iter());
+    let snapshot_body = body(snapshot_fields.collect());
     let derives = snapshot_derives(attrs, &options.snapshot_derive)?;
     let snapshot_doc = format!(
         "A copy of every field of [`{ident}`], read in one transaction by \

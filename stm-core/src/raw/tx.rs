@@ -466,11 +466,10 @@ impl RawTx {
         }
     }
 
-    /// Watches the read set (in `scratch`) for a short while before the caller parks: a
-    /// producer on another core often commits within microseconds, and parking costs both
-    /// sides an OS wake-up (tens of microseconds). Returns whether a variable changed or is
-    /// being committed. Only small read sets are watched, and only for about
-    /// `2^SPIN_ROUNDS` pause instructions (a few microseconds).
+    /// Watches the read set (in `scratch`) for a short while before the caller parks, so that a
+    /// commit due within microseconds is seen without an OS wake-up (tens of microseconds) on
+    /// either side. Returns whether a variable changed or is being committed. Only small read
+    /// sets are watched, and only for about `2^SPIN_ROUNDS` pause instructions.
     #[cfg(not(stm_loom))]
     fn spin_until_changed(&self) -> bool {
         const SPIN_ROUNDS: u32 = 9;
