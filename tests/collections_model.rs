@@ -201,6 +201,41 @@ fn update_fn(d: i32) -> impl FnOnce(Option<i32>) -> Option<i32> {
     }
 }
 
+/// The operations both maps have, on the stmx map (`stm m, tx, op`) or on the `std` model
+/// (`model m, op`), followed by the `extra` match arms of one map.
+macro_rules! map_ops {
+    (stm $m:ident, $tx:ident, $op:ident, { $($extra:tt)* }) => {
+        match $op {
+            MapOp::Insert(k, v) => format!("{:?}", $m.insert($tx, *k, *v)?),
+            MapOp::Remove(k) => format!("{:?}", $m.remove($tx, k)?),
+            MapOp::Get(k) => format!("{:?}", $m.get($tx, k)?),
+            MapOp::Contains(k) => format!("{:?}", $m.contains_key($tx, k)?),
+            MapOp::Update(k, d) => format!("{:?}", $m.update($tx, *k, update_fn(*d))?),
+            MapOp::Len => format!("{:?}", $m.len($tx)?),
+            MapOp::IsEmpty => format!("{:?}", $m.is_empty($tx)?),
+            MapOp::Clear => format!("{:?}", $m.clear($tx)?),
+            $($extra)*
+        }
+    };
+    (model $m:ident, $op:ident, { $($extra:tt)* }) => {
+        match $op {
+            MapOp::Insert(k, v) => format!("{:?}", $m.insert(*k, *v)),
+            MapOp::Remove(k) => format!("{:?}", $m.remove(k)),
+            MapOp::Get(k) => format!("{:?}", $m.get(k).copied()),
+            MapOp::Contains(k) => format!("{:?}", $m.contains_key(k)),
+            MapOp::Update(k, d) => {
+                let old = $m.get(k).copied();
+                match update_fn(*d)(old) { Some(v) => { $m.insert(*k, v); } None => { $m.remove(k); } }
+                format!("{old:?}")
+            }
+            MapOp::Len => format!("{:?}", $m.len()),
+            MapOp::IsEmpty => format!("{:?}", $m.is_empty()),
+            MapOp::Clear => { $m.clear(); format!("{:?}", ()) }
+            $($extra)*
+        }
+    };
+}
+
 proptest! {
     #[test]
     fn tcell_agrees_with_option(batches in batches(cell_op())) {
@@ -322,32 +357,12 @@ proptest! {
         let map = THashMap::new();
         let mut model: HashMap<u8, i32> = HashMap::new();
         run(&map, &mut model, &batches,
-            |tx, m, op| Ok(match op {
-                MapOp::Insert(k, v) => format!("{:?}", m.insert(tx, *k, *v)?),
-                MapOp::Remove(k) => format!("{:?}", m.remove(tx, k)?),
-                MapOp::Get(k) => format!("{:?}", m.get(tx, k)?),
-                MapOp::Contains(k) => format!("{:?}", m.contains_key(tx, k)?),
-                MapOp::Update(k, d) => format!("{:?}", m.update(tx, *k, update_fn(*d))?),
-                MapOp::Len => format!("{:?}", m.len(tx)?),
-                MapOp::IsEmpty => format!("{:?}", m.is_empty(tx)?),
-                MapOp::Clear => format!("{:?}", m.clear(tx)?),
+            |tx, m, op| Ok(map_ops!(stm m, tx, op, {
+                other => unreachable!("not a hash map op: {other:?}"),
+            })),
+            |m, op| map_ops!(model m, op, {
                 other => unreachable!("not a hash map op: {other:?}"),
             }),
-            |m, op| match op {
-                MapOp::Insert(k, v) => format!("{:?}", m.insert(*k, *v)),
-                MapOp::Remove(k) => format!("{:?}", m.remove(k)),
-                MapOp::Get(k) => format!("{:?}", m.get(k).copied()),
-                MapOp::Contains(k) => format!("{:?}", m.contains_key(k)),
-                MapOp::Update(k, d) => {
-                    let old = m.get(k).copied();
-                    match update_fn(*d)(old) { Some(v) => { m.insert(*k, v); } None => { m.remove(k); } }
-                    format!("{old:?}")
-                }
-                MapOp::Len => format!("{:?}", m.len()),
-                MapOp::IsEmpty => format!("{:?}", m.is_empty()),
-                MapOp::Clear => { m.clear(); format!("{:?}", ()) }
-                other => unreachable!("not a hash map op: {other:?}"),
-            },
             |m| atomically(|tx| { let mut v = m.to_vec(tx)?; v.sort_unstable(); Ok((v, m.len(tx)?)) }),
             |m| { let mut v: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect(); v.sort_unstable(); (v, m.len()) },
         )?;
@@ -358,40 +373,20 @@ proptest! {
         let map = TMap::new();
         let mut model: BTreeMap<u8, i32> = BTreeMap::new();
         run(&map, &mut model, &batches,
-            |tx, m, op| Ok(match op {
-                MapOp::Insert(k, v) => format!("{:?}", m.insert(tx, *k, *v)?),
-                MapOp::Remove(k) => format!("{:?}", m.remove(tx, k)?),
-                MapOp::Get(k) => format!("{:?}", m.get(tx, k)?),
-                MapOp::Contains(k) => format!("{:?}", m.contains_key(tx, k)?),
-                MapOp::Update(k, d) => format!("{:?}", m.update(tx, *k, update_fn(*d))?),
-                MapOp::Len => format!("{:?}", m.len(tx)?),
-                MapOp::IsEmpty => format!("{:?}", m.is_empty(tx)?),
-                MapOp::Clear => format!("{:?}", m.clear(tx)?),
+            |tx, m, op| Ok(map_ops!(stm m, tx, op, {
                 MapOp::First => format!("{:?}", m.first(tx)?),
                 MapOp::Last => format!("{:?}", m.last(tx)?),
                 MapOp::PopFirst => format!("{:?}", m.pop_first(tx)?),
                 MapOp::PopLast => format!("{:?}", m.pop_last(tx)?),
                 MapOp::Range(a, b) => format!("{:?}", m.range(tx, *a..*b)?),
-            }),
-            |m, op| match op {
-                MapOp::Insert(k, v) => format!("{:?}", m.insert(*k, *v)),
-                MapOp::Remove(k) => format!("{:?}", m.remove(k)),
-                MapOp::Get(k) => format!("{:?}", m.get(k).copied()),
-                MapOp::Contains(k) => format!("{:?}", m.contains_key(k)),
-                MapOp::Update(k, d) => {
-                    let old = m.get(k).copied();
-                    match update_fn(*d)(old) { Some(v) => { m.insert(*k, v); } None => { m.remove(k); } }
-                    format!("{old:?}")
-                }
-                MapOp::Len => format!("{:?}", m.len()),
-                MapOp::IsEmpty => format!("{:?}", m.is_empty()),
-                MapOp::Clear => { m.clear(); format!("{:?}", ()) }
+            })),
+            |m, op| map_ops!(model m, op, {
                 MapOp::First => format!("{:?}", m.first_key_value().map(|(k, v)| (*k, *v))),
                 MapOp::Last => format!("{:?}", m.last_key_value().map(|(k, v)| (*k, *v))),
                 MapOp::PopFirst => format!("{:?}", m.pop_first()),
                 MapOp::PopLast => format!("{:?}", m.pop_last()),
                 MapOp::Range(a, b) => format!("{:?}", m.range(*a..*b).map(|(k, v)| (*k, *v)).collect::<Vec<_>>()),
-            },
+            }),
             |m| atomically(|tx| {
                 let invariants = m.check_invariants(tx)?.map(|_| ());
                 Ok((m.to_vec(tx)?, m.keys(tx)?, invariants))

@@ -426,15 +426,29 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
+        self.find(tx, key, |n| n.value.clone())
+    }
+
+    /// Searches for `key`; on a hit, returns what `hit` makes of its node.
+    fn find<Q, R>(
+        &self,
+        tx: &mut Transaction,
+        key: &Q,
+        hit: impl Fn(&Node<K, V>) -> R,
+    ) -> StmResult<Option<R>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         let mut link = self.inner.root.read(tx)?;
         while let Some(h) = link {
             let step = h.read_with(tx, |n| match key.cmp(n.key.borrow()) {
                 Ordering::Less => Err(n.left.clone()),
                 Ordering::Greater => Err(n.right.clone()),
-                Ordering::Equal => Ok(n.value.clone()),
+                Ordering::Equal => Ok(hit(n)),
             })?;
             match step {
-                Ok(value) => return Ok(Some(value)),
+                Ok(found) => return Ok(Some(found)),
                 Err(next) => link = next,
             }
         }
@@ -460,19 +474,7 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let mut link = self.inner.root.read(tx)?;
-        while let Some(h) = link {
-            let step = h.read_with(tx, |n| match key.cmp(n.key.borrow()) {
-                Ordering::Less => Err(n.left.clone()),
-                Ordering::Greater => Err(n.right.clone()),
-                Ordering::Equal => Ok(()),
-            })?;
-            match step {
-                Ok(()) => return Ok(true),
-                Err(next) => link = next,
-            }
-        }
-        Ok(false)
+        Ok(self.find(tx, key, |_| ())?.is_some())
     }
 
     /// Sets the value for `key`, returning the value it replaces, if any.
