@@ -70,7 +70,7 @@ mod tvar;
 
 pub use error::{StmError, StmResult, TxError, guard, retry, unwrap_or_retry};
 pub use stats::{Stats, stats};
-pub use transaction::{Transaction, atomically, optionally, try_atomically};
+pub use transaction::{CommitVersion, Transaction, atomically, optionally, try_atomically};
 pub use tvar::TVar;
 
 /// Makes every field of a struct transactional; see the [`stm_macros`] crate for the details.

@@ -13,6 +13,7 @@ use crate::sync::{Arc, spin_loop, yield_now};
 
 type BeforeHook = Box<dyn FnOnce(&mut Transaction) -> StmResult<()>>;
 type AfterHook = Box<dyn FnOnce()>;
+type CommittingHook = Box<dyn FnOnce(CommitVersion)>;
 
 const NESTED_MSG: &str = "stmx: atomically (or write_atomic) called inside a running transaction; \
      pass the `&mut Transaction` to the inner code instead of starting a nested transaction";
@@ -23,6 +24,38 @@ const HOOK_RETRY_MSG: &str = "stmx: retry called in a before_commit hook; \
 
 /// After this many conflicts in a row, a transaction runs alone among writers.
 const SERIAL_AFTER: u32 = 12;
+
+/// The position of a commit in the process-wide commit order, as passed to
+/// [`Transaction::while_committing`] hooks.
+///
+/// Versions are unique and increase with the serialization order; they are not dense (every
+/// writing transaction takes one, hooked or not) and start again when the process restarts, so
+/// they order commits within one process run, nothing more.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use stm_core::{CommitVersion, atomically};
+///
+/// let seen: Arc<Mutex<Option<CommitVersion>>> = Arc::default();
+/// let slot = Arc::clone(&seen);
+/// atomically(move |tx| {
+///     let slot = Arc::clone(&slot);
+///     tx.while_committing(move |v| *slot.lock().unwrap() = Some(v));
+///     Ok(())
+/// });
+/// assert!(seen.lock().unwrap().unwrap().get() > 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommitVersion(u64);
+
+impl CommitVersion {
+    /// The version as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// The state of one running transaction: its read and write logs and its hooks.
 ///
@@ -51,6 +84,7 @@ pub struct Transaction {
     pub(crate) raw: RawTx,
     before: Vec<Option<BeforeHook>>,
     after: Vec<AfterHook>,
+    committing: Vec<CommittingHook>,
     waiter: Option<Arc<Waiter>>,
     counters: Arc<Counters>,
 }
@@ -60,6 +94,7 @@ impl fmt::Debug for Transaction {
         f.debug_struct("Transaction")
             .field("before_commit_hooks", &self.before.len())
             .field("after_commit_hooks", &self.after.len())
+            .field("while_committing_hooks", &self.committing.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +105,7 @@ struct NestMark {
     raw: Mark,
     before: usize,
     after: usize,
+    committing: usize,
 }
 
 impl Transaction {
@@ -78,6 +114,7 @@ impl Transaction {
             raw: RawTx::new(),
             before: Vec::new(),
             after: Vec::new(),
+            committing: Vec::new(),
             waiter: None,
             counters: Counters::register(),
         }
@@ -93,6 +130,9 @@ impl Transaction {
         if !self.after.is_empty() {
             self.after.clear();
         }
+        if !self.committing.is_empty() {
+            self.committing.clear();
+        }
     }
 
     fn begin_nested(&mut self) -> NestMark {
@@ -100,6 +140,7 @@ impl Transaction {
             raw: self.raw.begin_nested(),
             before: self.before.len(),
             after: self.after.len(),
+            committing: self.committing.len(),
         }
     }
 
@@ -107,6 +148,7 @@ impl Transaction {
         self.raw.rollback_nested(mark.raw);
         self.before.truncate(mark.before);
         self.after.truncate(mark.after);
+        self.committing.truncate(mark.committing);
     }
 
     /// Runs `first`; if it retries, rolls back its writes and hooks and runs `second` instead.
@@ -233,6 +275,56 @@ impl Transaction {
     /// ```
     pub fn after_commit(&mut self, f: impl FnOnce() + 'static) {
         self.after.push(Box::new(f));
+    }
+
+    /// Registers `f` to run *while* the transaction commits, with its [`CommitVersion`]: after
+    /// its reads are validated and its writes locked (the commit can no longer fail), before its
+    /// writes become visible.
+    ///
+    /// This is the hook for logging transactions in commit order (the mechanism `stm-persist`
+    /// is built on). Its guarantees:
+    ///
+    /// - **One at a time, in serialization order.** The `while_committing` hooks of all
+    ///   transactions in the process run one after another, in the order of their commit
+    ///   versions, and that order is the serialization order: if transaction B read what A
+    ///   wrote, overwrote it, or overwrote something A read, then A's hooks ran before B's. So
+    ///   a log appended from this hook, replayed in order, reproduces the live state.
+    /// - **Only for the attempt that commits**, exactly once per hook. Attempts that conflict,
+    ///   retry or abort never run it; hooks registered inside an `or_else` alternative that
+    ///   retried are discarded.
+    /// - A transaction with such a hook commits through the writer path even if it wrote
+    ///   nothing, so it gets a commit version of its own; a read-only transaction with a hook is
+    ///   serialized at that version, which is how a consistent snapshot learns exactly which
+    ///   logged transactions it contains.
+    ///
+    /// The hook runs while the transaction holds the locks of everything it wrote and while
+    /// every other hooked commit in the process waits, so it must be short and must not block:
+    /// push to a queue, assign a sequence number, no I/O. It cannot touch `TVar`s (it gets no
+    /// transaction). If it panics, the transaction commits nothing (its locks are released) and
+    /// the panic propagates to the caller of `atomically`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let balance = TVar::new(0);
+    /// for n in 1..=3 {
+    ///     atomically(|tx| {
+    ///         balance.modify(tx, |b| b + n)?;
+    ///         let log = Arc::clone(&log);
+    ///         tx.while_committing(move |version| log.lock().unwrap().push((version, n)));
+    ///         Ok(())
+    ///     });
+    /// }
+    /// let log = log.lock().unwrap();
+    /// assert_eq!(log.iter().map(|&(_, n)| n).collect::<Vec<_>>(), [1, 2, 3]);
+    /// assert!(log.windows(2).all(|w| w[0].0 < w[1].0)); // versions increase
+    /// ```
+    pub fn while_committing(&mut self, f: impl FnOnce(CommitVersion) + 'static) {
+        self.committing.push(Box::new(f));
     }
 
     fn run_before_commit(&mut self) -> StmResult<()> {
@@ -404,11 +496,21 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
             }
             // Read-only transactions are already committed: every read was checked against the
             // snapshot when it was made.
-            if tx.raw.has_writes() {
+            if tx.raw.has_writes() || !tx.committing.is_empty() {
                 if serial.is_none() {
                     yield_to_starving();
                 }
-                tx.raw.commit().map_err(|_| StmError::Conflict)?;
+                let committed = if tx.committing.is_empty() {
+                    tx.raw.commit()
+                } else {
+                    let mut hooks = std::mem::take(&mut tx.committing);
+                    tx.raw.commit_ordered(Some(&mut |wv| {
+                        for hook in hooks.drain(..) {
+                            hook(CommitVersion(wv));
+                        }
+                    }))
+                };
+                committed.map_err(|_| StmError::Conflict)?;
             }
             Ok(v)
         });
@@ -434,6 +536,7 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
                 tx.counters.retry();
                 tx.before.clear();
                 tx.after.clear();
+                tx.committing.clear();
                 // Never sleep while other writers wait for us.
                 serial = None;
                 conflicts = 0;

@@ -1,6 +1,6 @@
 //! The global version clock (TL2's `GV`).
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// A monotonically increasing commit counter.
 ///
@@ -56,4 +56,22 @@ pub(crate) fn global() -> &'static Clock {
         static ref CLOCK: Clock = Clock::new();
     }
     &CLOCK
+}
+
+/// Serializes the commits that carry `while_committing` hooks: such a commit takes its write
+/// version, validates and runs its hooks while holding this mutex, so hooks run one at a time
+/// in write-version order.
+#[cfg(not(stm_loom))]
+pub(crate) fn sequencer() -> &'static Mutex<()> {
+    static SEQUENCER: Mutex<()> = parking_lot::const_mutex(());
+    &SEQUENCER
+}
+
+/// The commit sequencer, re-created for each loom execution.
+#[cfg(stm_loom)]
+pub(crate) fn sequencer() -> &'static Mutex<()> {
+    loom::lazy_static! {
+        static ref SEQUENCER: Mutex<()> = Mutex::new(());
+    }
+    &SEQUENCER
 }

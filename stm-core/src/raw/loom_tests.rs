@@ -188,3 +188,46 @@ fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
         t.join().unwrap();
     });
 }
+
+/// Two transactions that each read one variable and write the other (`y = x + 1`,
+/// `x = y + 1`): the order their ordered hooks log them in, replayed sequentially, must give
+/// the live result. Logging in any order other than the serialization order breaks this.
+#[test]
+fn loom_ordered_hooks_run_in_serialization_order() {
+    use crate::sync::{Arc, Mutex};
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let y = TVarHandle::new(0_i64);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let step =
+            |from: TVarHandle<i64>, to: TVarHandle<i64>, name: char, log: Arc<Mutex<Vec<char>>>| {
+                move || {
+                    let mut tx = RawTx::new();
+                    loop {
+                        tx.begin();
+                        if let Ok(v) = read(&mut tx, &from) {
+                            tx.write(&to, v + 1);
+                            let mut push = |_wv: u64| log.lock().push(name);
+                            if tx.commit_ordered(Some(&mut push)).is_ok() {
+                                tx.reset();
+                                return;
+                            }
+                        }
+                        tx.reset();
+                        thread::yield_now();
+                    }
+                }
+            };
+        let t = thread::spawn(step(x.clone(), y.clone(), 'a', Arc::clone(&log)));
+        step(y.clone(), x.clone(), 'b', Arc::clone(&log))();
+        t.join().unwrap();
+        let (mut rx, mut ry) = (0_i64, 0_i64);
+        for &name in log.lock().iter() {
+            match name {
+                'a' => ry = rx + 1,
+                _ => rx = ry + 1,
+            }
+        }
+        assert_eq!((x.load_with(|v| *v), y.load_with(|v| *v)), (rx, ry));
+    });
+}

@@ -357,7 +357,24 @@ impl RawTx {
     /// On `Err`, nothing was published and every lock is released; the logs are kept for
     /// `reset`. On `Ok`, the write set has been moved into the variables.
     pub(crate) fn commit(&mut self) -> Result<(), Conflict> {
-        if self.writes.is_empty() {
+        self.commit_ordered(None)
+    }
+
+    /// [`commit`](Self::commit), running `ordered` with the write version once the commit can
+    /// no longer fail, before anything is published.
+    ///
+    /// With `ordered`, the commit takes the process-wide sequencer (`clock::sequencer`) before
+    /// its write version and releases it after `ordered` returned, so ordered hooks run one at a
+    /// time, in write-version order, which is the serialization order: a transaction that
+    /// depends on another (read its writes, overwrote them, or overwrote what it read) gets a
+    /// larger write version. Read-only transactions take this path too when `ordered` is given.
+    /// If `ordered` panics, the commit publishes nothing, releases every lock and the panic
+    /// propagates.
+    pub(crate) fn commit_ordered(
+        &mut self,
+        ordered: Option<&mut dyn FnMut(u64)>,
+    ) -> Result<(), Conflict> {
+        if self.writes.is_empty() && ordered.is_none() {
             return Ok(());
         }
         for i in 0..self.writes.len() {
@@ -382,11 +399,21 @@ impl RawTx {
                 }
             }
         }
+        let sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
         let wv = self.clock.tick();
         // TL2: if no other writer took a version since our snapshot, nothing we read changed.
         if wv != self.rv + 1 && !self.validate(true) {
+            drop(sequenced);
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
+        }
+        if let Some(hook) = ordered {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(wv)));
+            drop(sequenced);
+            if let Err(panic) = ran {
+                self.unlock_unchanged(self.writes.len());
+                std::panic::resume_unwind(panic);
+            }
         }
         let guard = self
             .guard
