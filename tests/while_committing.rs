@@ -75,7 +75,7 @@ fn a_log_written_while_committing_replays_to_the_live_state_under_contention() {
         .map(|t| {
             let (vars, log, start) = (Arc::clone(&vars), Arc::clone(&log), Arc::clone(&start));
             thread::spawn(move || {
-                let mut seed = 0x9E37_79B9 ^ (t + 1) * 7919;
+                let mut seed = 0x9E37_79B9 ^ ((t + 1) * 7919);
                 start.wait();
                 for _ in 0..ops_per_thread {
                     let (a, b) = (
