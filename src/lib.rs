@@ -34,6 +34,21 @@ extern crate self as stmx;
 pub use stm_collections::{TCell, TChannel, TFifo, THashMap, TMap, TPort, TSet, TStack};
 pub use stm_core::*;
 
+/// Durable, replayable, shareable state: the crate `stm-persist` (cargo feature `persist`, on
+/// by default). See `docs/persistence.md`.
+///
+/// # Examples
+///
+/// ```
+/// use stmx::persist::{DirBackend, Backend};
+///
+/// let dir = tempfile::tempdir()?;
+/// assert_eq!(DirBackend::open_exclusive(dir.path())?.next_position()?, 1);
+/// # Ok::<(), stmx::persist::Error>(())
+/// ```
+#[cfg(feature = "persist")]
+pub use stm_persist as persist;
+
 /// The names most transactional code needs: `use stmx::prelude::*;`.
 ///
 /// # Examples

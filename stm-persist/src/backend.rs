@@ -1,0 +1,128 @@
+//! [`Backend`]: where the log and the snapshots live.
+
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// What a compare-and-append did.
+///
+/// # Examples
+///
+/// ```
+/// use stm_persist::Append;
+///
+/// let outcome = Append::Conflict { next: 12 };
+/// assert_ne!(outcome, Append::Appended);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Append {
+    /// The records were appended at the requested positions and are durable.
+    Appended,
+    /// The log did not end where the caller thought: another participant appended first.
+    /// Nothing was written; `next` is the position the next record would get now.
+    Conflict {
+        /// The position of the next record.
+        next: u64,
+    },
+}
+
+/// A log of records numbered from 1, with compare-and-append, plus snapshot storage.
+///
+/// Records are opaque bytes to a backend (the store frames, versions and checks them). A
+/// backend may be shared by several processes: [`append`](Backend::append) must then be atomic
+/// with respect to all of them, which is what makes SPTM's optimistic protocol correct. The
+/// crate provides [`DirBackend`](crate::DirBackend) (a local directory) and, with the
+/// `postgres` feature, `PgBackend`.
+///
+/// # Examples
+///
+/// ```
+/// use stm_persist::{Append, Backend, DirBackend};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = DirBackend::open_shared(dir.path())?;
+/// assert_eq!(log.next_position()?, 1);
+/// assert_eq!(log.append(1, &[b"first".to_vec()])?, Append::Appended);
+/// assert_eq!(log.append(1, &[b"late".to_vec()])?, Append::Conflict { next: 2 });
+/// let mut seen = Vec::new();
+/// log.scan(1, &mut |pos, bytes| {
+///     seen.push((pos, bytes.to_vec()));
+///     Ok(true)
+/// })?;
+/// assert_eq!(seen, [(1, b"first".to_vec())]);
+/// # Ok::<(), stm_persist::Error>(())
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// The position the next appended record would get (1 for an empty log).
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn next_position(&self) -> Result<u64>;
+
+    /// Appends `records` at positions `first`, `first + 1`, … if and only if the log's next
+    /// position is `first`; all of them or none. On [`Append::Appended`] they are durable.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors; then the caller cannot know whether the records landed, and must
+    /// read the log to find out.
+    fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append>;
+
+    /// Calls `visit(position, bytes)` for each record from `from` on, in order, until it
+    /// returns `Ok(false)` or the log ends. Returns the position after the last record
+    /// visited.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lagging`](crate::Error::Lagging) if `from` was compacted away,
+    /// [`Error::Corrupt`](crate::Error::Corrupt) for damage, and whatever `visit` returns.
+    fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>) -> Result<u64>;
+
+    /// Stores a snapshot of the state after record `seq`, atomically (all or nothing).
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn save_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<()>;
+
+    /// The positions of the stored snapshots, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn snapshots(&self) -> Result<Vec<u64>>;
+
+    /// The bytes of the snapshot taken after record `seq`, with a name for messages.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn load_snapshot(&self, seq: u64) -> Result<(String, Vec<u8>)>;
+
+    /// Drops what a snapshot after record `through` makes unnecessary: records at or before
+    /// it (a backend may keep some) and older snapshots.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn compact(&self, through: u64) -> Result<()>;
+
+    /// Blocks until the log's next position is past `next`, or `timeout` passes. The default
+    /// polls [`next_position`](Backend::next_position); backends with notifications override it.
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors.
+    fn wait_for_append(&self, next: u64, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.next_position()? <= next {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+        }
+        Ok(())
+    }
+}

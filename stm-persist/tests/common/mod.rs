@@ -1,0 +1,92 @@
+//! A bank: the state and commands the persistence tests share.
+#![allow(dead_code)]
+
+use serde::{Deserialize, Serialize};
+use stm_persist::{Command, State};
+use stmx::{StmResult, TVar, Transaction, TxError};
+
+pub const ACCOUNTS: usize = 8;
+pub const INITIAL: i64 = 1_000;
+
+pub struct Bank(pub Vec<TVar<i64>>);
+
+impl Bank {
+    pub fn new() -> Self {
+        Bank::from_image(vec![INITIAL; ACCOUNTS])
+    }
+
+    pub fn balances(&self) -> Vec<i64> {
+        self.0.iter().map(TVar::read_atomic).collect()
+    }
+}
+
+impl State for Bank {
+    type Image = Vec<i64>;
+    fn image(&self, tx: &mut Transaction) -> StmResult<Vec<i64>> {
+        self.0.iter().map(|a| a.read(tx)).collect()
+    }
+    fn from_image(balances: Vec<i64>) -> Self {
+        Bank(balances.into_iter().map(TVar::new).collect())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Op {
+    Transfer { from: usize, to: usize, amount: i64 },
+    Deposit { to: usize, amount: i64 },
+}
+
+impl Command for Op {
+    type State = Bank;
+    type Output = i64;
+    type Error = String;
+    fn apply(&self, bank: &Bank, tx: &mut Transaction) -> Result<i64, TxError<String>> {
+        match *self {
+            Op::Transfer { from, to, amount } => {
+                let balance = bank.0[from].read(tx)?;
+                if balance < amount {
+                    return Err(TxError::Abort(format!("account {from} has only {balance}")));
+                }
+                bank.0[from].write(tx, balance - amount)?;
+                bank.0[to].modify(tx, |b| b + amount)?;
+                Ok(balance - amount)
+            }
+            Op::Deposit { to, amount } => {
+                bank.0[to].modify(tx, |b| b + amount)?;
+                Ok(bank.0[to].read(tx)?)
+            }
+        }
+    }
+}
+
+/// The sequential model: what the log, replayed, must give.
+pub fn apply_model(model: &mut [i64], op: &Op) -> bool {
+    match *op {
+        Op::Transfer { from, to, amount } => {
+            if model[from] < amount {
+                return false;
+            }
+            model[from] -= amount;
+            model[to] += amount;
+        }
+        Op::Deposit { to, amount } => model[to] += amount,
+    }
+    true
+}
+
+pub fn next(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+pub fn random_transfer(seed: &mut u64) -> Op {
+    let from = next(seed) as usize % ACCOUNTS;
+    let to = (from + 1 + next(seed) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
+    Op::Transfer {
+        from,
+        to,
+        amount: (next(seed) % 300) as i64,
+    }
+}
