@@ -457,8 +457,8 @@ impl Backend for DirBackend {
                     Frame::Torn | Frame::Damaged(_) => break,
                 }
             }
-            if let Some(&next_first) = segments.get(i + 1) {
-                if seq != next_first {
+            if let Some(&next_first) = segments.get(i + 1)
+                && seq != next_first {
                     return Err(Error::corrupt(
                         path.display().to_string(),
                         format!(
@@ -466,7 +466,6 @@ impl Backend for DirBackend {
                         ),
                     ));
                 }
-            }
         }
         Ok(pos)
     }

@@ -171,14 +171,13 @@ impl Backend for PgBackend {
             .query_one("SELECT MIN(seq) FROM stmx_log WHERE log = $1", &[&self.log])
             .map_err(pg("reading the log's start"))?
             .get(0);
-        if let Some(first) = first {
-            if from < first as u64 && first > 1 {
+        if let Some(first) = first
+            && from < first as u64 && first > 1 {
                 return Err(Error::Lagging {
                     needed: from,
                     first_available: first as u64,
                 });
             }
-        }
         let mut pos = from;
         loop {
             let rows = client

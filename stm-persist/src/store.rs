@@ -6,10 +6,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
@@ -249,6 +250,7 @@ impl Options {
             flushed: Condvar::new(),
             appender: Mutex::new(()),
             poisoned: AtomicBool::new(false),
+            inside: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             follower_error: Mutex::new(None),
             _commands: PhantomData,
@@ -290,6 +292,25 @@ fn load_snapshot<C: Command>(
     }
 }
 
+/// How long a group commit waits for callers that are still running their transaction.
+const GATHER_FOR: Duration = Duration::from_micros(100);
+
+/// Counts a caller in [`Inner::inside`] while it is inside `execute`.
+struct Inside<'a>(&'a AtomicUsize);
+
+impl<'a> Inside<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Inside(count)
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The next records to append, in commit order (exclusive mode).
 struct Queue {
     /// The position the next committed command gets.
@@ -319,6 +340,8 @@ struct Inner<C: Command> {
     /// One append or roll-forward at a time in this store (shared mode, and snapshots).
     appender: Mutex<()>,
     poisoned: AtomicBool,
+    /// Exclusive mode: callers inside `execute`.
+    inside: AtomicUsize,
     stop: AtomicBool,
     follower_error: Mutex<Option<Error>>,
     _commands: PhantomData<fn() -> C>,
@@ -376,6 +399,16 @@ impl<C: Command> Inner<C> {
             }
             f.flushing = true;
             let (first, batch) = parking_lot::MutexGuard::unlocked(&mut f, || {
+                // Group commit: callers inside `execute` without a queued record (running their
+                // transaction, or just woken from the last sync and about to return and come
+                // back) will queue one in a moment; wait for them, briefly, so that one sync
+                // covers them too. A lone caller never waits.
+                let deadline = Instant::now() + GATHER_FOR;
+                while self.queue.lock().records.len() < self.inside.load(Ordering::Acquire)
+                    && Instant::now() < deadline
+                {
+                    std::thread::yield_now();
+                }
                 let mut q = self.queue.lock();
                 let first = q.next - q.records.len() as u64;
                 (first, std::mem::take(&mut q.records))
@@ -419,14 +452,13 @@ impl<C: Command> Inner<C> {
     /// Replays one record: the transaction checker, decoding, then `apply`.
     fn apply_record(&self, pos: u64, bytes: &[u8]) -> Result<()> {
         let view = format::view_record(bytes, pos)?;
-        if let Some(allow) = &self.allow {
-            if !allow.contains(view.name) {
+        if let Some(allow) = &self.allow
+            && !allow.contains(view.name) {
                 return Err(Error::UnknownCommand {
                     position: pos,
                     name: view.name.to_string(),
                 });
             }
-        }
         let cmd: C = format::decode_body(&view).map_err(|e| match e {
             Error::Corrupt { detail, .. } if self.allow.is_none() => Error::UnknownCommand {
                 position: pos,
@@ -452,7 +484,7 @@ impl<C: Command> Inner<C> {
             )?
             .map_err(TxError::Abort)
         });
-        outcome.map_err(|detail| failure(detail))
+        outcome.map_err(failure)
     }
 
     /// Shared mode: SPTM's optimistic append. Holds `appender`.
@@ -681,6 +713,7 @@ impl<C: Command> Store<C> {
         }
         let record = Rc::new(Cell::new(Some(record)));
         let seq = Rc::new(Cell::new(0));
+        let _inside = Inside::enter(&inner.inside);
         let out = try_atomically(|tx| {
             let out = cmd.apply(&inner.state, tx)?;
             let (to_log, seq, inner) = (Rc::clone(&record), Rc::clone(&seq), Arc::clone(inner));

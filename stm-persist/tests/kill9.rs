@@ -65,7 +65,7 @@ fn kill9_child() {
         store.execute(Push(n)).unwrap();
         println!("ack {n}");
         n += 1;
-        if n % 40 == 0 {
+        if n.is_multiple_of(40) {
             store.snapshot().unwrap();
         }
     }

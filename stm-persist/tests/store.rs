@@ -306,7 +306,7 @@ mod newer {
     use stmx::{Transaction, TxError};
 
     #[derive(Serialize, Deserialize)]
-    pub enum Op {
+    pub(crate) enum Op {
         Transfer { from: usize, to: usize, amount: i64 },
         Deposit { to: usize, amount: i64 },
         Freeze { account: usize },

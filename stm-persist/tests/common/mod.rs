@@ -5,17 +5,17 @@ use serde::{Deserialize, Serialize};
 use stm_persist::{Command, State};
 use stmx::{StmResult, TVar, Transaction, TxError};
 
-pub const ACCOUNTS: usize = 8;
-pub const INITIAL: i64 = 1_000;
+pub(crate) const ACCOUNTS: usize = 8;
+pub(crate) const INITIAL: i64 = 1_000;
 
-pub struct Bank(pub Vec<TVar<i64>>);
+pub(crate) struct Bank(pub Vec<TVar<i64>>);
 
 impl Bank {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Bank::from_image(vec![INITIAL; ACCOUNTS])
     }
 
-    pub fn balances(&self) -> Vec<i64> {
+    pub(crate) fn balances(&self) -> Vec<i64> {
         self.0.iter().map(TVar::read_atomic).collect()
     }
 }
@@ -31,7 +31,7 @@ impl State for Bank {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub enum Op {
+pub(crate) enum Op {
     Transfer { from: usize, to: usize, amount: i64 },
     Deposit { to: usize, amount: i64 },
 }
@@ -60,7 +60,7 @@ impl Command for Op {
 }
 
 /// The sequential model: what the log, replayed, must give.
-pub fn apply_model(model: &mut [i64], op: &Op) -> bool {
+pub(crate) fn apply_model(model: &mut [i64], op: &Op) -> bool {
     match *op {
         Op::Transfer { from, to, amount } => {
             if model[from] < amount {
@@ -74,14 +74,14 @@ pub fn apply_model(model: &mut [i64], op: &Op) -> bool {
     true
 }
 
-pub fn next(seed: &mut u64) -> u64 {
+pub(crate) fn next(seed: &mut u64) -> u64 {
     *seed ^= *seed << 13;
     *seed ^= *seed >> 7;
     *seed ^= *seed << 17;
     *seed
 }
 
-pub fn random_transfer(seed: &mut u64) -> Op {
+pub(crate) fn random_transfer(seed: &mut u64) -> Op {
     let from = next(seed) as usize % ACCOUNTS;
     let to = (from + 1 + next(seed) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
     Op::Transfer {
