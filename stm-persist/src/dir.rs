@@ -458,14 +458,15 @@ impl Backend for DirBackend {
                 }
             }
             if let Some(&next_first) = segments.get(i + 1)
-                && seq != next_first {
-                    return Err(Error::corrupt(
-                        path.display().to_string(),
-                        format!(
-                            "ends before record {seq}, but the next segment starts at {next_first}"
-                        ),
-                    ));
-                }
+                && seq != next_first
+            {
+                return Err(Error::corrupt(
+                    path.display().to_string(),
+                    format!(
+                        "ends before record {seq}, but the next segment starts at {next_first}"
+                    ),
+                ));
+            }
         }
         Ok(pos)
     }

@@ -172,12 +172,14 @@ impl Backend for PgBackend {
             .map_err(pg("reading the log's start"))?
             .get(0);
         if let Some(first) = first
-            && from < first as u64 && first > 1 {
-                return Err(Error::Lagging {
-                    needed: from,
-                    first_available: first as u64,
-                });
-            }
+            && from < first as u64
+            && first > 1
+        {
+            return Err(Error::Lagging {
+                needed: from,
+                first_available: first as u64,
+            });
+        }
         let mut pos = from;
         loop {
             let rows = client

@@ -453,12 +453,13 @@ impl<C: Command> Inner<C> {
     fn apply_record(&self, pos: u64, bytes: &[u8]) -> Result<()> {
         let view = format::view_record(bytes, pos)?;
         if let Some(allow) = &self.allow
-            && !allow.contains(view.name) {
-                return Err(Error::UnknownCommand {
-                    position: pos,
-                    name: view.name.to_string(),
-                });
-            }
+            && !allow.contains(view.name)
+        {
+            return Err(Error::UnknownCommand {
+                position: pos,
+                name: view.name.to_string(),
+            });
+        }
         let cmd: C = format::decode_body(&view).map_err(|e| match e {
             Error::Corrupt { detail, .. } if self.allow.is_none() => Error::UnknownCommand {
                 position: pos,

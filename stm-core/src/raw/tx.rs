@@ -180,11 +180,12 @@ impl RawTx {
         let raw = tv.raw();
         let header: *const Header = raw.header();
         if !self.writes.is_empty()
-            && let Some(i) = self.find(header) {
-                // SAFETY: the entry for `tv`'s header holds a live `Box<T>` of this `T`
-                // (invariants on `RawTx`); we hand out a shared borrow that ends with `f`.
-                return Ok(f(unsafe { &*self.writes[i].pending.cast::<T>() }));
-            }
+            && let Some(i) = self.find(header)
+        {
+            // SAFETY: the entry for `tv`'s header holds a live `Box<T>` of this `T`
+            // (invariants on `RawTx`); we hand out a shared borrow that ends with `f`.
+            return Ok(f(unsafe { &*self.writes[i].pending.cast::<T>() }));
+        }
         let ptr = self.read_committed(raw)?;
         // SAFETY: `ptr` is the committed value at a version consistent with our snapshot,
         // loaded while `self.guard` pins us: it stays allocated and unmodified until we unpin
