@@ -42,7 +42,7 @@ pub use stm_core::*;
 /// ```
 /// use stmx::persist::{DirBackend, Backend};
 ///
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// assert_eq!(DirBackend::open_exclusive(dir.path())?.next_position()?, 1);
 /// # Ok::<(), stmx::persist::Error>(())
 /// ```

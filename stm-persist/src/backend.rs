@@ -39,7 +39,7 @@ pub enum Append {
 /// ```
 /// use stm_persist::{Append, Backend, DirBackend};
 ///
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// let log = DirBackend::open_shared(dir.path())?;
 /// assert_eq!(log.next_position()?, 1);
 /// assert_eq!(log.append(1, &[b"first".to_vec()])?, Append::Appended);

@@ -37,7 +37,7 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// ```
 /// use stm_persist::{Append, Backend, DirBackend, Error};
 ///
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// let log = DirBackend::open_exclusive(dir.path())?;
 /// assert_eq!(log.append(1, &[b"a".to_vec(), b"b".to_vec()])?, Append::Appended);
 /// assert_eq!(log.next_position()?, 3);
@@ -146,7 +146,7 @@ impl DirBackend {
     /// # Examples
     ///
     /// ```
-    /// let dir = tempfile::tempdir()?;
+    /// let dir = tempfile::tempdir().unwrap();
     /// let log = stm_persist::DirBackend::open_shared(dir.path())?;
     /// assert_eq!(log.path(), dir.path());
     /// # Ok::<(), stm_persist::Error>(())

@@ -57,7 +57,7 @@
 //!     }
 //! }
 //!
-//! let dir = tempfile::tempdir()?;
+//! let dir = tempfile::tempdir().unwrap();
 //! let open = || Store::<Op>::open(dir.path(), || Bank::from_image(vec![100, 0]));
 //! {
 //!     let bank = open()?;

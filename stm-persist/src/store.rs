@@ -588,7 +588,7 @@ fn spawn_follower<C: Command>(inner: Weak<Inner<C>>, interval: Duration) -> Join
 ///     }
 /// }
 ///
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().unwrap();
 /// {
 ///     let store = Store::<Add>::open(dir.path(), || Counter(TVar::new(0)))?;
 ///     assert_eq!(store.execute(Add(2)).unwrap(), 2); // durable when it returns
