@@ -4,6 +4,9 @@
 //! and retired objects are leaked: the models are small and short.
 
 #[cfg(not(stm_loom))]
+use std::cell::Cell;
+
+#[cfg(not(stm_loom))]
 pub(crate) use crossbeam_epoch::{Guard, pin};
 
 /// A stand-in for `crossbeam_epoch::Guard` inside loom models.
@@ -25,18 +28,99 @@ pub(crate) fn pin() -> Guard {
 /// pin after this call (the caller unlinked it first). Readers that loaded it while pinned may
 /// keep using it until they unpin. `T` may be dropped on another thread: dropping it there must
 /// be sound (`T: Send`; every `RawTVar<T>` is built with `T: Send + Sync`).
-pub(crate) unsafe fn retire<T>(guard: &Guard, ptr: *mut T) {
+pub(crate) unsafe fn retire<T>(ptr: *mut T) {
+    /// Frees a `Box<T>` made by `Box::into_raw`.
+    unsafe fn free<T>(ptr: *mut ()) {
+        // SAFETY: `ptr` is the `Box<T>` handed to `retire`, freed once (the caller's duty).
+        drop(unsafe { Box::from_raw(ptr.cast::<T>()) });
+    }
+    let item = Retired {
+        ptr: ptr.cast(),
+        free: free::<T>,
+    };
     #[cfg(not(stm_loom))]
-    // SAFETY: the caller guarantees `ptr` is an unlinked, uniquely retired `Box<T>`; the epoch
-    // runs the closure only after every thread pinned now has unpinned; dropping `T` on
-    // another thread is sound by the caller's duty.
-    unsafe {
-        guard.defer_unchecked(move || drop(Box::from_raw(ptr)));
+    {
+        // Inside a deferred destructor (a value holding the last handle of a variable is being
+        // freed): queue it. Pinning here could start a collection that runs more destructors
+        // that pin again, recursing once per level of nesting: deep enough, at thread exit
+        // (when every pin registers afresh and collects), to overflow the stack.
+        let queued = BUSY.with(Cell::get)
+            && LATER
+                .try_with(|later| {
+                    later.borrow_mut().push(Retired {
+                        ptr: item.ptr,
+                        free: item.free,
+                    })
+                })
+                .is_ok();
+        if !queued {
+            // SAFETY: the caller's duties make `item` an unlinked, once-retired box that may
+            // be freed on another thread.
+            unsafe { defer_all(&pin(), vec![item]) };
+        }
     }
     #[cfg(stm_loom)]
     {
-        let _ = (guard, ptr);
+        // Leaked on purpose, like everything retired under loom (see the module docs).
+        let _ = item;
     }
+}
+
+#[cfg(not(stm_loom))]
+thread_local! {
+    /// Set while this thread runs deferred destructors; retirements they cause wait in `LATER`.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    static LATER: std::cell::RefCell<Vec<Retired>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Defers freeing `items` to the epoch. Their destructors run through [`run_deferred`].
+///
+/// # Safety
+///
+/// As for [`RetireBuffer`]'s items: unlinked, retired once, freeable on any thread.
+#[cfg(not(stm_loom))]
+unsafe fn defer_all(guard: &Guard, items: Vec<Retired>) {
+    struct Batch(Vec<Retired>);
+    // SAFETY: every item may be freed on another thread (the caller's duty).
+    unsafe impl Send for Batch {}
+    let batch = Batch(items);
+    // SAFETY: the items are unlinked and retired once (the caller's duty); the epoch runs the
+    // closure after every thread pinned now has unpinned.
+    unsafe {
+        guard.defer_unchecked(move || {
+            let batch = batch;
+            run_deferred(batch.0);
+        });
+    }
+}
+
+/// Frees `items`. Retirements caused meanwhile (by values that hold the last handle of a
+/// variable) are queued and, in the outermost call only, deferred in a loop: the nesting of
+/// destructors never becomes nesting of stack frames.
+#[cfg(not(stm_loom))]
+fn run_deferred(items: Vec<Retired>) {
+    let outermost = !BUSY.with(|b| b.replace(true));
+    for item in items {
+        // SAFETY: each item is an unlinked box retired once whose grace period has passed
+        // (`defer_all`'s contract), freed exactly once, here.
+        unsafe { (item.free)(item.ptr) };
+    }
+    if !outermost {
+        return;
+    }
+    loop {
+        let later = LATER
+            .try_with(|l| std::mem::take(&mut *l.borrow_mut()))
+            .unwrap_or_default();
+        if later.is_empty() {
+            break;
+        }
+        // Pinning may collect and run destructors here: with `BUSY` set, what they retire
+        // lands in `LATER` for the next turn of this loop.
+        // SAFETY: queued by `retire` under its contract.
+        unsafe { defer_all(&pin(), later) };
+    }
+    BUSY.with(|b| b.set(false));
 }
 
 /// A replaced value waiting to be freed: a `Box<T>` and the function that frees that `T`.
@@ -86,20 +170,10 @@ impl RetireBuffer {
         }
         let batch = std::mem::replace(&mut self.items, Vec::with_capacity(Self::BATCH));
         #[cfg(not(stm_loom))]
-        {
-            struct Batch(Vec<Retired>);
-            // SAFETY: every item may be freed on another thread (invariant on `RetireBuffer`).
-            unsafe impl Send for Batch {}
-            let batch = Batch(batch);
-            // SAFETY: the items are unlinked and retired once (invariant); the epoch runs the
-            // closure after every thread pinned now has unpinned.
-            unsafe {
-                guard.defer_unchecked(move || {
-                    for item in batch.0 {
-                        (item.free)(item.ptr);
-                    }
-                });
-            }
+        // SAFETY: the items are unlinked, retired once and freeable anywhere (invariant on
+        // `RetireBuffer`).
+        unsafe {
+            defer_all(guard, batch);
         }
         #[cfg(stm_loom)]
         {

@@ -231,12 +231,11 @@ impl<T> Drop for TVarHandle<T> {
         // Pairs with the `Release` decrements of the other handles: their uses happen before
         // the free.
         fence(Ordering::Acquire);
-        let guard = reclaim::pin();
         // SAFETY: the count reached zero, so no handle (and no new transaction read) can reach
         // the variable; transactions that recorded it are pinned and keep it alive until they
         // unpin. It came from `Box::leak` in `new` and is retired once, and `new` required
         // `T: Send + Sync`, so dropping it on another thread is sound.
-        unsafe { reclaim::retire(&guard, self.ptr.as_ptr()) };
+        unsafe { reclaim::retire(self.ptr.as_ptr()) };
     }
 }
 
