@@ -257,22 +257,27 @@ impl DirBackend {
         Ok(())
     }
 
-    /// Starts a new segment whose first record will be `tail.next`.
+    /// Starts a new segment whose first record will be `tail.next`. The header is written to
+    /// a temporary file that is renamed into place, so a crash never leaves a segment with a
+    /// torn header.
     fn start_segment(&self, tail: &mut Tail) -> Result<()> {
         let first = tail.next;
         let path = self.segment_path(first);
+        let tmp = path.with_extension("seg.tmp");
         let mut file = OpenOptions::new()
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .read(true)
             .write(true)
-            .open(&path)
-            .map_err(io_err(format!("creating {}", path.display())))?;
+            .open(&tmp)
+            .map_err(io_err(format!("creating {}", tmp.display())))?;
         let mut header = Vec::with_capacity(SEGMENT_HEADER as usize);
         header.extend_from_slice(SEGMENT_MAGIC);
         header.extend_from_slice(&u32::from(FORMAT_VERSION).to_le_bytes());
         header.extend_from_slice(&first.to_le_bytes());
         file.write_all(&header)
             .and_then(|()| file.sync_all())
+            .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_err(format!("writing {}", path.display())))?;
         sync_dir(&self.dir)?;
         tail.segments.push(first);
