@@ -376,7 +376,8 @@ impl Backend for DirBackend {
             .and_then(|_| file.write_all(&buf))
             .and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // Forget the file: the next append re-reads (and cuts) whatever landed.
+            // Forget the file. An exclusive store is poisoned now (reopening cuts what landed);
+            // in a shared log the next append re-reads the segment and cuts it.
             tail.file = None;
             return Err(Error::io(format!("appending to {}", path.display()), e));
         }

@@ -312,56 +312,32 @@ mod name {
         }
     }
 
-    impl ser::SerializeTupleStruct for Named {
-        type Ok = &'static str;
-        type Error = NotNamed;
-        fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &T) -> Result<(), NotNamed> {
-            Ok(())
-        }
-        fn end(self) -> Result<&'static str, NotNamed> {
-            Ok(self.0)
-        }
+    /// The four compound serializers of a named value: they ignore the fields and end with
+    /// the name.
+    macro_rules! ignore_fields {
+        ($($trait:ident $(, $key:ty)?;)*) => {$(
+            impl ser::$trait for Named {
+                type Ok = &'static str;
+                type Error = NotNamed;
+                fn serialize_field<T: ?Sized + Serialize>(
+                    &mut self,
+                    $(_: $key,)?
+                    _: &T,
+                ) -> Result<(), NotNamed> {
+                    Ok(())
+                }
+                fn end(self) -> Result<&'static str, NotNamed> {
+                    Ok(self.0)
+                }
+            }
+        )*};
     }
 
-    impl ser::SerializeTupleVariant for Named {
-        type Ok = &'static str;
-        type Error = NotNamed;
-        fn serialize_field<T: ?Sized + Serialize>(&mut self, _: &T) -> Result<(), NotNamed> {
-            Ok(())
-        }
-        fn end(self) -> Result<&'static str, NotNamed> {
-            Ok(self.0)
-        }
-    }
-
-    impl ser::SerializeStruct for Named {
-        type Ok = &'static str;
-        type Error = NotNamed;
-        fn serialize_field<T: ?Sized + Serialize>(
-            &mut self,
-            _: &'static str,
-            _: &T,
-        ) -> Result<(), NotNamed> {
-            Ok(())
-        }
-        fn end(self) -> Result<&'static str, NotNamed> {
-            Ok(self.0)
-        }
-    }
-
-    impl ser::SerializeStructVariant for Named {
-        type Ok = &'static str;
-        type Error = NotNamed;
-        fn serialize_field<T: ?Sized + Serialize>(
-            &mut self,
-            _: &'static str,
-            _: &T,
-        ) -> Result<(), NotNamed> {
-            Ok(())
-        }
-        fn end(self) -> Result<&'static str, NotNamed> {
-            Ok(self.0)
-        }
+    ignore_fields! {
+        SerializeTupleStruct;
+        SerializeTupleVariant;
+        SerializeStruct, &'static str;
+        SerializeStructVariant, &'static str;
     }
 }
 

@@ -251,6 +251,7 @@ impl Options {
             appender: Mutex::new(()),
             poisoned: AtomicBool::new(false),
             inside: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             follower_error: Mutex::new(None),
             _commands: PhantomData,
@@ -342,6 +343,8 @@ struct Inner<C: Command> {
     poisoned: AtomicBool,
     /// Exclusive mode: callers inside `execute`.
     inside: AtomicUsize,
+    /// Exclusive mode: how many records `queue` holds (read without its lock).
+    queued: AtomicUsize,
     stop: AtomicBool,
     follower_error: Mutex<Option<Error>>,
     _commands: PhantomData<fn() -> C>,
@@ -380,6 +383,7 @@ impl<C: Command> Inner<C> {
         q.next += 1;
         format::set_seq(&mut record, seq);
         q.records.push(record);
+        self.queued.store(q.records.len(), Ordering::Release);
         seq
     }
 
@@ -404,13 +408,15 @@ impl<C: Command> Inner<C> {
                 // back) will queue one in a moment; wait for them, briefly, so that one sync
                 // covers them too. A lone caller never waits.
                 let deadline = Instant::now() + GATHER_FOR;
-                while self.queue.lock().records.len() < self.inside.load(Ordering::Acquire)
+                // (An atomic count, not the queue's lock: enqueuers hold the commit sequencer.)
+                while self.queued.load(Ordering::Acquire) < self.inside.load(Ordering::Acquire)
                     && Instant::now() < deadline
                 {
                     std::thread::yield_now();
                 }
                 let mut q = self.queue.lock();
                 let first = q.next - q.records.len() as u64;
+                self.queued.store(0, Ordering::Release);
                 (first, std::mem::take(&mut q.records))
             });
             let written = if batch.is_empty() {
@@ -492,7 +498,7 @@ impl<C: Command> Inner<C> {
     fn execute_shared(
         &self,
         cmd: &C,
-        record: &mut [u8],
+        record: &mut Vec<u8>,
     ) -> Result<C::Output, ExecuteError<C::Error>> {
         let _one = self.appender.lock();
         loop {
@@ -508,10 +514,7 @@ impl<C: Command> Inner<C> {
                 // commits unless the command itself conflicts with outside code; a re-run must
                 // not append twice.
                 if !landed.get() {
-                    match self
-                        .backend
-                        .append(n, std::slice::from_ref(&record.to_vec()))
-                    {
+                    match self.backend.append(n, std::slice::from_ref(&*record)) {
                         Ok(Append::Appended) => landed.set(true),
                         Ok(Append::Conflict { .. }) => return Err(TxError::Abort(Failed::Lost)),
                         Err(e) => return Err(TxError::Abort(Failed::Store(e))),
@@ -712,20 +715,20 @@ impl<C: Command> Store<C> {
             let mut record = record;
             return inner.execute_shared(&cmd, &mut record);
         }
-        let record = Rc::new(Cell::new(Some(record)));
-        let seq = Rc::new(Cell::new(0));
+        // The record until the commit queues it, then the position it got.
+        let slot = Rc::new((Cell::new(Some(record)), Cell::new(0)));
         let _inside = Inside::enter(&inner.inside);
         let out = try_atomically(|tx| {
             let out = cmd.apply(&inner.state, tx)?;
-            let (to_log, seq, inner) = (Rc::clone(&record), Rc::clone(&seq), Arc::clone(inner));
+            let (slot, inner) = (Rc::clone(&slot), Arc::clone(inner));
             tx.while_committing(move |_| {
-                let bytes = to_log.take().expect("one record per commit");
-                seq.set(inner.enqueue(bytes));
+                let bytes = slot.0.take().expect("one record per commit");
+                slot.1.set(inner.enqueue(bytes));
             });
             Ok(out)
         })
         .map_err(ExecuteError::Rejected)?;
-        inner.wait_durable(seq.get())?;
+        inner.wait_durable(slot.1.get())?;
         Ok(out)
     }
 

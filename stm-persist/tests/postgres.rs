@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,49 +73,15 @@ fn appends_are_compare_and_append() {
 fn four_participants_converge_through_postgres() {
     let Some(url) = server() else { return };
     let log = fresh_log("bank");
-    let participants = 4;
     let per_participant = if cfg!(debug_assertions) { 250 } else { 1_000 };
-    let start = Arc::new(Barrier::new(participants));
-    let workers: Vec<_> = (0..participants as u64)
-        .map(|p| {
-            let (url, log, start) = (url.clone(), log.clone(), Arc::clone(&start));
-            thread::spawn(move || {
-                let store = open(&url, &log, Options::new());
-                let mut seed = 0xFEED ^ ((p + 1) << 19);
-                start.wait();
-                let mut done = 0;
-                for _ in 0..per_participant {
-                    done += u64::from(store.execute(random_transfer(&mut seed)).is_ok());
-                }
-                (store, done)
-            })
-        })
-        .collect();
-    let (stores, done): (Vec<Store<Op>>, Vec<u64>) =
-        workers.into_iter().map(|w| w.join().unwrap()).unzip();
-    assert!(
-        done.iter().all(|&d| d > 0),
-        "every participant committed: {done:?}"
-    );
-    let states: Vec<Vec<i64>> = stores
-        .iter()
-        .map(|s| {
-            assert_eq!(s.sync().unwrap(), done.iter().sum::<u64>());
-            s.state().balances()
-        })
-        .collect();
-    for (i, s) in states.iter().enumerate() {
-        assert_eq!(
-            s.iter().sum::<i64>(),
-            INITIAL * ACCOUNTS as i64,
-            "participant {i}"
-        );
-        assert_eq!(s, &states[0], "participant {i} converged");
-    }
+    let (url2, log2) = (url.clone(), log.clone());
+    let (stores, converged) = run_participants(4, per_participant, move || {
+        open(&url2, &log2, Options::new())
+    });
     // A snapshot, then replay from scratch in a new participant.
     stores[0].snapshot().unwrap();
     let fresh = open(&url, &log, Options::new());
-    assert_eq!(fresh.state().balances(), states[0]);
+    assert_eq!(fresh.state().balances(), converged);
 }
 
 #[test]

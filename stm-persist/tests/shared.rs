@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,53 +12,16 @@ use stm_persist::{Error, Options, Store};
 #[test]
 fn four_participants_converge_on_one_bank_and_replay_from_scratch_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    let participants = 4;
     let per_participant = if cfg!(debug_assertions) { 250 } else { 1_000 };
-    let start = Arc::new(Barrier::new(participants));
-    let workers: Vec<_> = (0..participants as u64)
-        .map(|p| {
-            let (path, start) = (dir.path().to_path_buf(), Arc::clone(&start));
-            thread::spawn(move || {
-                // Each participant has its own store, state and file handles, like a process.
-                let store = Store::<Op>::open_shared(&path, Bank::new).unwrap();
-                let mut seed = 0xBA4C ^ ((p + 1) << 17);
-                start.wait();
-                let mut done = 0;
-                for _ in 0..per_participant {
-                    done += u64::from(store.execute(random_transfer(&mut seed)).is_ok());
-                }
-                (store, done)
-            })
-        })
-        .collect();
-    let (stores, done): (Vec<Store<Op>>, Vec<u64>) =
-        workers.into_iter().map(|w| w.join().unwrap()).unzip();
-    assert!(
-        done.iter().all(|&d| d > 0),
-        "every participant committed: {done:?}"
-    );
-    let total = INITIAL * ACCOUNTS as i64;
-    for s in &stores {
-        assert_eq!(
-            s.sync().unwrap(),
-            done.iter().sum::<u64>(),
-            "each success logged once"
-        );
-    }
-    let states: Vec<Vec<i64>> = stores.iter().map(|s| s.state().balances()).collect();
-    for (i, s) in states.iter().enumerate() {
-        assert_eq!(
-            s.iter().sum::<i64>(),
-            total,
-            "participant {i} conserves the total"
-        );
-        assert_eq!(s, &states[0], "participant {i} converged");
-    }
+    let path = dir.path().to_path_buf();
+    let (stores, converged) = run_participants(4, per_participant, move || {
+        Store::<Op>::open_shared(&path, Bank::new).unwrap()
+    });
     drop(stores);
     let fresh = Store::<Op>::open_shared(dir.path(), Bank::new).unwrap();
     assert_eq!(
         fresh.state().balances(),
-        states[0],
+        converged,
         "replay from scratch agrees"
     );
 }

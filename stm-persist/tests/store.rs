@@ -72,7 +72,7 @@ fn a_second_owner_is_refused_while_the_first_is_open() {
 fn concurrent_callers_are_logged_in_commit_order_so_replay_matches_the_live_state() {
     let dir = tempfile::tempdir().unwrap();
     let threads = 4;
-    let per_thread = 300;
+    let per_thread = if cfg!(debug_assertions) { 300 } else { 1_500 };
     let live = {
         let bank = Arc::new(open(dir.path()));
         let workers: Vec<_> = (0..threads as u64)

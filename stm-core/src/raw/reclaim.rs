@@ -99,13 +99,21 @@ unsafe fn defer_all(guard: &Guard, items: Vec<Retired>) {
 /// destructors never becomes nesting of stack frames.
 #[cfg(not(stm_loom))]
 fn run_deferred(items: Vec<Retired>) {
-    let outermost = !BUSY.with(|b| b.replace(true));
+    /// Clears `BUSY` when the outermost call ends, even by a panicking destructor: a flag left
+    /// set would queue this thread's retirements forever.
+    struct Outermost;
+    impl Drop for Outermost {
+        fn drop(&mut self) {
+            BUSY.with(|b| b.set(false));
+        }
+    }
+    let outermost = (!BUSY.with(|b| b.replace(true))).then_some(Outermost);
     for item in items {
         // SAFETY: each item is an unlinked box retired once whose grace period has passed
         // (`defer_all`'s contract), freed exactly once, here.
         unsafe { (item.free)(item.ptr) };
     }
-    if !outermost {
+    if outermost.is_none() {
         return;
     }
     loop {
@@ -120,7 +128,6 @@ fn run_deferred(items: Vec<Retired>) {
         // SAFETY: queued by `retire` under its contract.
         unsafe { defer_all(&pin(), later) };
     }
-    BUSY.with(|b| b.set(false));
 }
 
 /// A replaced value waiting to be freed: a `Box<T>` and the function that frees that `T`.
