@@ -84,6 +84,35 @@ pub enum TxError<E> {
     Abort(E),
 }
 
+impl<E> TxError<E> {
+    /// Maps the abort value with `f`, leaving control flow as it is: for code that calls a
+    /// function with one error type inside a transaction that aborts with another.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, TxError, try_atomically};
+    ///
+    /// let stock = TVar::new(0_u32);
+    /// let take = |tx: &mut stm_core::Transaction| -> Result<u32, TxError<&'static str>> {
+    ///     let n = stock.read(tx)?;
+    ///     if n == 0 {
+    ///         return Err(TxError::Abort("out of stock"));
+    ///     }
+    ///     Ok(n)
+    /// };
+    /// let r: Result<u32, String> =
+    ///     try_atomically(|tx| take(tx).map_err(|e| e.map_abort(|m| format!("order 7: {m}"))));
+    /// assert_eq!(r.unwrap_err(), "order 7: out of stock");
+    /// ```
+    pub fn map_abort<F>(self, f: impl FnOnce(E) -> F) -> TxError<F> {
+        match self {
+            TxError::Stm(e) => TxError::Stm(e),
+            TxError::Abort(e) => TxError::Abort(f(e)),
+        }
+    }
+}
+
 impl<E> From<StmError> for TxError<E> {
     fn from(e: StmError) -> Self {
         TxError::Stm(e)
