@@ -66,7 +66,9 @@ pub trait Backend: Send + Sync + 'static {
     /// # Errors
     ///
     /// I/O or backend errors; then the caller cannot know whether the records landed, and must
-    /// read the log to find out.
+    /// read the log to find out. ([`DirBackend`](crate::DirBackend) cuts a failed append off
+    /// again before it returns the error, so there they did not land unless that cut failed
+    /// too.)
     fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append>;
 
     /// Calls `visit(position, bytes)` for each record from `from` on, in order, until it
@@ -100,13 +102,38 @@ pub trait Backend: Send + Sync + 'static {
     /// I/O or backend errors.
     fn load_snapshot(&self, seq: u64) -> Result<(String, Vec<u8>)>;
 
-    /// Drops what a snapshot after record `through` makes unnecessary: records at or before
-    /// it (a backend may keep some) and older snapshots.
+    /// Drops the records at or before `through` (a backend may keep some) and the snapshots
+    /// older than `through`. The store calls it with the position of the *older* of the two
+    /// snapshots it keeps (0 when there is one), so that a damaged newest snapshot can always
+    /// fall back on the older one and the log after it.
     ///
     /// # Errors
     ///
     /// I/O or backend errors.
     fn compact(&self, through: u64) -> Result<()>;
+
+    /// Makes `next` the position the next record gets, when the log ends before it: a snapshot
+    /// covers records the log does not hold (written by hand, or by a store older than format
+    /// 2 that crashed right after a snapshot). Exclusive stores call it on open. The default
+    /// refuses with [`Error::Corrupt`](crate::Error::Corrupt).
+    ///
+    /// # Errors
+    ///
+    /// I/O or backend errors; [`Error::Corrupt`](crate::Error::Corrupt) if the backend cannot
+    /// do it.
+    fn skip_to(&self, next: u64) -> Result<()> {
+        let end = self.next_position()?;
+        if end >= next {
+            return Ok(());
+        }
+        Err(crate::Error::corrupt(
+            format!("log record {end}"),
+            format!(
+                "the newest snapshot covers the log up to {}, but the log ends before it",
+                next - 1
+            ),
+        ))
+    }
 
     /// Blocks until the log's next position is past `next`, or `timeout` passes. The default
     /// polls [`next_position`](Backend::next_position); backends with notifications override it.

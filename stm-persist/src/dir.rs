@@ -5,6 +5,9 @@
 //! exclusively by an exclusive store for its whole life, or shared by every participant of a
 //! shared log; `append.lock` is taken exclusively around each shared append (the
 //! compare-and-append) and shared around each shared read.
+//!
+//! Every read of frames goes through [`frame::walk`], so there is one damage policy: see the
+//! `frame` module.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -14,13 +17,31 @@ use parking_lot::Mutex;
 
 use crate::backend::{Append, Backend};
 use crate::error::{Error, Result};
-use crate::format::{self, FORMAT_VERSION, Frame};
+use crate::frame::{self, Bad, Layout};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"STMXLOG\0";
+/// The segment format version this build writes (it also reads version 1).
+pub(crate) const SEGMENT_VERSION: u32 = 2;
 /// Magic, format version (u32), first position (u64).
 const SEGMENT_HEADER: u64 = 20;
 /// A segment is sealed and a new one started once it grows past this.
 const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Whether this handle is the only appender or one participant of a shared log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Exclusive,
+    Shared,
+}
+
+/// What to do with a torn tail found while reading the end of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TornTail {
+    /// Cut it: the caller excludes every other appender.
+    Cut,
+    /// Leave it: another participant may still be writing (it will cut it if it is torn).
+    Keep,
+}
 
 /// A log in a local directory: the embedded default backend.
 ///
@@ -30,7 +51,9 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// compare-and-append under a file lock. The two modes exclude each other.
 ///
 /// On open (and, when shared, on each append) a torn tail, left by a crash in the middle of an
-/// append, is cut; damage anywhere else is reported, never skipped.
+/// append, is cut; damage anywhere else is [`Error::Corrupt`], never skipped. Each append is
+/// one write followed by `fdatasync`; a failed write is cut back off before the error is
+/// returned.
 ///
 /// # Examples
 ///
@@ -48,15 +71,14 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct DirBackend {
     dir: PathBuf,
-    shared: bool,
+    access: Access,
     /// Holds `owner.lock` (exclusively or shared) for as long as the backend lives.
     _owner: File,
     /// `append.lock`, for shared logs.
     append_lock: File,
     tail: Mutex<Tail>,
-    /// Where the last scan stopped: (segment, byte offset, position there), so that rolling
-    /// forward reads only what is new.
-    scan_hint: Mutex<(u64, u64, u64)>,
+    /// Where the last scan stopped, so that rolling forward reads only what is new.
+    scan_hint: Mutex<ScanHint>,
 }
 
 /// What this handle knows of the end of the log.
@@ -64,15 +86,49 @@ pub struct DirBackend {
 struct Tail {
     /// First positions of the segments, ascending.
     segments: Vec<u64>,
-    /// The last segment, open for appending, and how many bytes of it are whole frames.
-    file: Option<File>,
+    /// The last segment, open for appending, with its layout; `None` before the first append
+    /// or after a failed one.
+    file: Option<(File, Layout)>,
+    /// How many bytes of the last segment are whole frames.
     len: u64,
+    /// The position the next record gets.
     next: u64,
+}
+
+/// A place in the log a scan reached: `offset` in segment `segment` (of layout `layout`) is
+/// where record `next` starts. `offset` 0 means no hint.
+#[derive(Debug, Clone, Copy)]
+struct ScanHint {
+    segment: u64,
+    layout: Layout,
+    offset: u64,
+    next: u64,
+}
+
+impl ScanHint {
+    const NONE: ScanHint = ScanHint {
+        segment: 0,
+        layout: Layout::V2,
+        offset: 0,
+        next: 0,
+    };
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |e| Error::io(context, e)
+}
+
+/// Turns what [`frame::walk`] stopped on into the store's error, naming the file and offset
+/// (`base` is the file offset of the walked bytes).
+fn walk_error(path: &Path, base: u64) -> impl FnOnce(Result<Bad, Error>) -> Error + '_ {
+    move |stopped| match stopped {
+        Ok(Bad::Damaged { offset, detail }) => Error::corrupt(
+            format!("{} offset {}", path.display(), base + offset as u64),
+            detail,
+        ),
+        Err(e) => e,
+    }
 }
 
 impl DirBackend {
@@ -83,7 +139,7 @@ impl DirBackend {
     /// [`Error::Locked`] if another backend has it open; I/O errors; [`Error::Corrupt`] or
     /// [`Error::UnsupportedFormat`] for a damaged or newer last segment.
     pub fn open_exclusive(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open(dir.as_ref(), false)
+        Self::open(dir.as_ref(), Access::Exclusive)
     }
 
     /// Opens (creating if needed) `dir` as one participant of a log shared by several stores
@@ -94,10 +150,10 @@ impl DirBackend {
     /// As [`open_exclusive`](DirBackend::open_exclusive); [`Error::Locked`] if an exclusive
     /// owner has it open.
     pub fn open_shared(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open(dir.as_ref(), true)
+        Self::open(dir.as_ref(), Access::Shared)
     }
 
-    fn open(dir: &Path, shared: bool) -> Result<Self> {
+    fn open(dir: &Path, access: Access) -> Result<Self> {
         fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         let lock_file = |name: &str| {
             let path = dir.join(name);
@@ -110,10 +166,9 @@ impl DirBackend {
                 .map_err(io_err(format!("opening {}", path.display())))
         };
         let owner = lock_file("owner.lock")?;
-        let locked = if shared {
-            owner.try_lock_shared()
-        } else {
-            owner.try_lock()
+        let locked = match access {
+            Access::Shared => owner.try_lock_shared(),
+            Access::Exclusive => owner.try_lock(),
         };
         if locked.is_err() {
             return Err(Error::Locked {
@@ -122,7 +177,7 @@ impl DirBackend {
         }
         let backend = Self {
             dir: dir.to_path_buf(),
-            shared,
+            access,
             _owner: owner,
             append_lock: lock_file("append.lock")?,
             tail: Mutex::new(Tail {
@@ -131,12 +186,12 @@ impl DirBackend {
                 len: 0,
                 next: 1,
             }),
-            scan_hint: Mutex::new((0, 0, 0)),
+            scan_hint: Mutex::new(ScanHint::NONE),
         };
         {
-            let _guard = backend.lock_appends(true)?;
             let mut tail = backend.tail.lock();
-            backend.refresh(&mut tail, true)?;
+            let _guard = backend.lock_appends(true)?;
+            backend.refresh(&mut tail, TornTail::Cut)?;
         }
         Ok(backend)
     }
@@ -165,7 +220,7 @@ impl DirBackend {
 
     /// Takes `append.lock` (exclusive for appends, shared for reads) when the log is shared.
     fn lock_appends(&self, exclusive: bool) -> Result<Option<AppendGuard<'_>>> {
-        if !self.shared {
+        if self.access == Access::Exclusive {
             return Ok(None);
         }
         let locked = if exclusive {
@@ -199,54 +254,39 @@ impl DirBackend {
     }
 
     /// Brings `tail` up to date with the directory: the newest segment and the whole frames in
-    /// it. With `may_cut` (the caller excludes every other appender), a torn tail is cut.
-    fn refresh(&self, tail: &mut Tail, may_cut: bool) -> Result<()> {
+    /// it, applying the damage policy to what follows them.
+    fn refresh(&self, tail: &mut Tail, torn: TornTail) -> Result<()> {
         let segments = self.list("log-", ".seg")?;
         let Some(&last) = segments.last() else {
             tail.segments.clear();
             tail.file = None;
             tail.len = 0;
-            tail.next = tail.next.max(1);
             return Ok(());
         };
         if tail.segments.last() != Some(&last) || tail.file.is_none() {
             let path = self.segment_path(last);
-            let file = OpenOptions::new()
+            let mut file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(&path)
                 .map_err(io_err(format!("opening {}", path.display())))?;
-            check_segment_header(&file, &path, last)?;
-            tail.file = Some(file);
+            let layout = check_segment_header(&mut file, &path, last)?;
+            tail.file = Some((file, layout));
             tail.len = SEGMENT_HEADER;
             tail.next = last;
         }
         tail.segments = segments;
         let path = self.segment_path(last);
-        let at_start = tail.len;
-        let file = tail.file.as_mut().expect("opened above");
+        let (file, layout) = tail.file.as_mut().expect("opened above");
         let mut rest = Vec::new();
-        file.seek(SeekFrom::Start(at_start))
+        file.seek(SeekFrom::Start(tail.len))
             .and_then(|_| file.read_to_end(&mut rest))
             .map_err(io_err(format!("reading {}", path.display())))?;
-        let mut at = 0;
-        while at < rest.len() {
-            match format::parse_frame(&rest[at..]) {
-                Frame::Whole(_, n) => {
-                    at += n;
-                    tail.next += 1;
-                }
-                Frame::Damaged(n) if at + n < rest.len() => {
-                    return Err(Error::corrupt(
-                        format!("{} offset {}", path.display(), tail.len + at as u64),
-                        "checksum mismatch with more records after it",
-                    ));
-                }
-                Frame::Torn | Frame::Damaged(_) => break,
-            }
-        }
-        tail.len += at as u64;
-        if at < rest.len() && may_cut {
+        let walked = frame::walk::<Error>(&rest, *layout, tail.next, |_, _, _| Ok(true))
+            .map_err(walk_error(&path, tail.len))?;
+        tail.len += walked.end as u64;
+        tail.next = walked.next;
+        if walked.torn && torn == TornTail::Cut {
             file.set_len(tail.len)
                 .and_then(|()| file.sync_data())
                 .map_err(io_err(format!(
@@ -273,15 +313,21 @@ impl DirBackend {
             .map_err(io_err(format!("creating {}", tmp.display())))?;
         let mut header = Vec::with_capacity(SEGMENT_HEADER as usize);
         header.extend_from_slice(SEGMENT_MAGIC);
-        header.extend_from_slice(&u32::from(FORMAT_VERSION).to_le_bytes());
+        header.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
         header.extend_from_slice(&first.to_le_bytes());
-        file.write_all(&header)
+        let written = file
+            .write_all(&header)
             .and_then(|()| file.sync_all())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err(format!("writing {}", path.display())))?;
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing {}", path.display()), e));
+        }
         sync_dir(&self.dir)?;
-        tail.segments.push(first);
-        tail.file = Some(file);
+        if tail.segments.last() != Some(&first) {
+            tail.segments.push(first);
+        }
+        tail.file = Some((file, Layout::V2));
         tail.len = SEGMENT_HEADER;
         Ok(())
     }
@@ -296,24 +342,29 @@ impl Drop for AppendGuard<'_> {
     }
 }
 
-fn check_segment_header(mut src: impl Read, path: &Path, first: u64) -> Result<()> {
+/// Checks a segment header read from `src`; returns the segment's frame layout.
+fn check_segment_header(mut src: impl Read, path: &Path, first: u64) -> Result<Layout> {
     let mut header = [0_u8; SEGMENT_HEADER as usize];
     src.read_exact(&mut header)
         .map_err(io_err(format!("reading the header of {}", path.display())))?;
-    if &header[..8] != SEGMENT_MAGIC {
+    parse_segment_header(&header, path, first)
+}
+
+fn parse_segment_header(header: &[u8], path: &Path, first: u64) -> Result<Layout> {
+    if header.len() < SEGMENT_HEADER as usize || &header[..8] != SEGMENT_MAGIC {
         return Err(Error::corrupt(
             path.display().to_string(),
             "not a stmx log segment",
         ));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    if version != u32::from(FORMAT_VERSION) {
+    let Some(layout) = Layout::of_version(version) else {
         return Err(Error::UnsupportedFormat {
             what: format!("log segment {}", path.display()),
             found: version,
-            supported: u32::from(FORMAT_VERSION),
+            supported: SEGMENT_VERSION,
         });
-    }
+    };
     let named = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
     if named != first {
         return Err(Error::corrupt(
@@ -321,7 +372,36 @@ fn check_segment_header(mut src: impl Read, path: &Path, first: u64) -> Result<(
             format!("the header says the segment starts at {named}"),
         ));
     }
-    Ok(())
+    Ok(layout)
+}
+
+/// How a segment's bytes ended, for [`check_segment`].
+#[derive(Debug, PartialEq, Eq)]
+#[doc(hidden)]
+pub struct SegmentEnd {
+    /// The number of whole records.
+    pub records: u64,
+    /// Whether torn bytes follow them.
+    pub torn: bool,
+}
+
+/// Reads a whole segment file's bytes as the backend does, for the fuzzers: header, frames,
+/// damage policy.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] or [`Error::UnsupportedFormat`].
+#[doc(hidden)]
+pub fn check_segment(bytes: &[u8], first: u64) -> Result<SegmentEnd> {
+    let path = Path::new("segment");
+    let layout = parse_segment_header(bytes, path, first)?;
+    let body = &bytes[SEGMENT_HEADER as usize..];
+    let walked = frame::walk::<Error>(body, layout, first, |_, _, _| Ok(true))
+        .map_err(walk_error(path, SEGMENT_HEADER))?;
+    Ok(SegmentEnd {
+        records: walked.next - first,
+        torn: walked.torn,
+    })
 }
 
 /// The bytes of `path` from `offset` on.
@@ -342,9 +422,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Backend for DirBackend {
     fn next_position(&self) -> Result<u64> {
         let mut tail = self.tail.lock();
-        if self.shared {
+        if self.access == Access::Shared {
             let _guard = self.lock_appends(false)?;
-            self.refresh(&mut tail, false)?;
+            self.refresh(&mut tail, TornTail::Keep)?;
         }
         Ok(tail.next)
     }
@@ -352,8 +432,8 @@ impl Backend for DirBackend {
     fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append> {
         let mut tail = self.tail.lock();
         let _guard = self.lock_appends(true)?;
-        if self.shared {
-            self.refresh(&mut tail, true)?;
+        if self.access == Access::Shared || tail.file.is_none() {
+            self.refresh(&mut tail, TornTail::Cut)?;
         }
         if tail.next != first {
             return Ok(Append::Conflict { next: tail.next });
@@ -361,24 +441,33 @@ impl Backend for DirBackend {
         if records.is_empty() {
             return Ok(Append::Appended);
         }
-        if tail.file.is_none() || tail.len >= SEGMENT_BYTES {
+        // Version 1 segments are read, never extended.
+        if tail
+            .file
+            .as_ref()
+            .is_none_or(|(_, layout)| *layout != Layout::V2)
+            || tail.len >= SEGMENT_BYTES
+        {
             self.start_segment(&mut tail)?;
         }
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.len() + 8).sum());
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.len() + frame::V2_HEADER).sum());
         for r in records {
-            format::push_frame(&mut buf, r);
+            frame::push_frame(&mut buf, r, first);
         }
         let path = self.segment_path(*tail.segments.last().expect("a segment is open"));
         let at = tail.len;
-        let file = tail.file.as_mut().expect("a segment is open");
+        let (file, _) = tail.file.as_mut().expect("a segment is open");
         let written = file
             .seek(SeekFrom::Start(at))
             .and_then(|_| file.write_all(&buf))
             .and_then(|()| file.sync_data());
         if let Err(e) = written {
-            // Forget the file. An exclusive store is poisoned now (reopening cuts what landed);
-            // in a shared log the next append re-reads the segment and cuts it.
-            tail.file = None;
+            // Nothing of a failed append may survive: cut it off again (a full disk still
+            // allows that). If even that fails, forget the file: the next append or open
+            // re-reads the segment and cuts the torn tail.
+            if file.set_len(at).and_then(|()| file.sync_data()).is_err() {
+                tail.file = None;
+            }
             return Err(Error::io(format!("appending to {}", path.display()), e));
         }
         tail.len += buf.len() as u64;
@@ -389,9 +478,9 @@ impl Backend for DirBackend {
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>) -> Result<u64> {
         let segments = {
             let mut tail = self.tail.lock();
-            if self.shared {
+            if self.access == Access::Shared {
                 let _guard = self.lock_appends(false)?;
-                self.refresh(&mut tail, false)?;
+                self.refresh(&mut tail, TornTail::Keep)?;
             }
             tail.segments.clone()
         };
@@ -409,9 +498,10 @@ impl Backend for DirBackend {
         for (i, &first) in segments.iter().enumerate().skip(start) {
             let last_segment = i + 1 == segments.len();
             let path = self.segment_path(first);
-            let (hint_first, hint_at, hint_seq) = *self.scan_hint.lock();
-            let (skip, mut seq) = if hint_first == first && hint_seq <= pos {
-                (hint_at, hint_seq)
+            let hint = *self.scan_hint.lock();
+            let hinted = hint.segment == first && hint.next <= pos && hint.offset > 0;
+            let (skip, seq) = if hinted {
+                (hint.offset, hint.next)
             } else {
                 (0, first)
             };
@@ -429,47 +519,49 @@ impl Backend for DirBackend {
                     Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
                 }
             };
-            let mut at = 0;
-            if skip == 0 {
-                check_segment_header(&bytes[..], &path, first)?;
-                at = SEGMENT_HEADER as usize;
-            }
-            while at < bytes.len() {
-                match format::parse_frame(&bytes[at..]) {
-                    Frame::Whole(payload, n) => {
-                        let wanted = seq >= pos;
-                        seq += 1;
-                        at += n;
-                        if wanted {
-                            *self.scan_hint.lock() = (first, skip + at as u64, seq);
-                            if !visit(seq - 1, payload)? {
-                                return Ok(seq);
-                            }
-                            pos = seq;
-                        }
-                    }
-                    Frame::Damaged(n) if !last_segment || at + n < bytes.len() => {
-                        return Err(Error::corrupt(
-                            format!("{} offset {at}", path.display()),
-                            "checksum mismatch with more records after it",
-                        ));
-                    }
-                    Frame::Torn | Frame::Damaged(_) if !last_segment => {
-                        return Err(Error::corrupt(
-                            format!("{} offset {at}", path.display()),
-                            "a sealed segment ends in a torn record",
-                        ));
-                    }
-                    Frame::Torn | Frame::Damaged(_) => break,
+            let (layout, body_at) = if hinted {
+                (hint.layout, 0)
+            } else {
+                (
+                    check_segment_header(&bytes[..], &path, first)?,
+                    SEGMENT_HEADER as usize,
+                )
+            };
+            let base = skip + body_at as u64;
+            let mut stopped = false;
+            let walked = frame::walk(&bytes[body_at..], layout, seq, |at, end, payload| {
+                if at < pos {
+                    return Ok(true);
                 }
+                *self.scan_hint.lock() = ScanHint {
+                    segment: first,
+                    layout,
+                    offset: base + end as u64,
+                    next: at + 1,
+                };
+                pos = at + 1;
+                let more = visit(at, payload)?;
+                stopped = !more;
+                Ok(more)
+            })
+            .map_err(walk_error(&path, base))?;
+            if stopped {
+                return Ok(pos);
+            }
+            if walked.torn && !last_segment {
+                return Err(Error::corrupt(
+                    format!("{} offset {}", path.display(), base + walked.end as u64),
+                    "a sealed segment ends in a torn record",
+                ));
             }
             if let Some(&next_first) = segments.get(i + 1)
-                && seq != next_first
+                && walked.next != next_first
             {
                 return Err(Error::corrupt(
                     path.display().to_string(),
                     format!(
-                        "ends before record {seq}, but the next segment starts at {next_first}"
+                        "ends before record {}, but the next segment starts at {next_first}",
+                        walked.next
                     ),
                 ));
             }
@@ -484,9 +576,10 @@ impl Backend for DirBackend {
             f.write_all(bytes)?;
             f.sync_all()
         });
-        written
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err(format!("writing {}", path.display())))?;
+        if let Err(e) = written.and_then(|()| fs::rename(&tmp, &path)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(format!("writing {}", path.display()), e));
+        }
         sync_dir(&self.dir)
     }
 
@@ -503,11 +596,9 @@ impl Backend for DirBackend {
     fn compact(&self, through: u64) -> Result<()> {
         let mut tail = self.tail.lock();
         let _guard = self.lock_appends(true)?;
-        if self.shared {
-            self.refresh(&mut tail, true)?;
-        }
-        // Seal the current segment if the snapshot covers part of it, so it can go next time.
-        if tail.len > SEGMENT_HEADER && tail.segments.last().is_some_and(|&f| f <= through) {
+        self.refresh(&mut tail, TornTail::Cut)?;
+        // Seal the current segment, so that the next compaction can drop what it holds now.
+        if tail.len > SEGMENT_HEADER {
             self.start_segment(&mut tail)?;
         }
         let covered: Vec<u64> = tail
@@ -521,14 +612,23 @@ impl Backend for DirBackend {
             fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
         }
         tail.segments.retain(|f| !covered.contains(f));
-        // Keep the newest two snapshots: the one just written and its predecessor.
-        let snaps = self.list("snap-", ".snap")?;
-        if snaps.len() > 2 {
-            for &seq in &snaps[..snaps.len() - 2] {
+        for seq in self.list("snap-", ".snap")? {
+            if seq < through {
                 let path = self.snapshot_path(seq);
                 fs::remove_file(&path).map_err(io_err(format!("removing {}", path.display())))?;
             }
         }
         sync_dir(&self.dir)
+    }
+
+    fn skip_to(&self, next: u64) -> Result<()> {
+        let mut tail = self.tail.lock();
+        let _guard = self.lock_appends(true)?;
+        self.refresh(&mut tail, TornTail::Cut)?;
+        if tail.next < next {
+            tail.next = next;
+            self.start_segment(&mut tail)?;
+        }
+        Ok(())
     }
 }

@@ -81,6 +81,21 @@ pub enum Error {
     /// An earlier write to the log failed after its transaction committed in memory: memory is
     /// ahead of the log, so the store refuses further commands. Reopen it.
     Poisoned,
+    /// A command or a snapshot image could not be serialized (the log is unchanged).
+    Serialize {
+        /// What: `command `Name`` or `snapshot`.
+        what: String,
+        /// The serializer's message.
+        detail: String,
+    },
+    /// The log broke the protocol its store relies on: another process appended to a log
+    /// this store opened as exclusive. The store is poisoned; nothing was overwritten.
+    NotExclusive {
+        /// The position this store was about to append at.
+        expected: u64,
+        /// The position the log was at.
+        found: u64,
+    },
     /// An error reported by a backend (PostgreSQL, or your own).
     Backend(String),
 }
@@ -91,6 +106,58 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The same error again, for the second and later callers that one failure reaches (a
+    /// group commit reports it to every caller in the batch). `Io` keeps its kind and message.
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::UnsupportedFormat {
+                what,
+                found,
+                supported,
+            } => Error::UnsupportedFormat {
+                what: what.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            Error::Corrupt { location, detail } => Error::corrupt(location.clone(), detail.clone()),
+            Error::UnknownCommand { position, name } => Error::UnknownCommand {
+                position: *position,
+                name: name.clone(),
+            },
+            Error::Replay {
+                position,
+                name,
+                detail,
+            } => Error::Replay {
+                position: *position,
+                name: name.clone(),
+                detail: detail.clone(),
+            },
+            Error::Lagging {
+                needed,
+                first_available,
+            } => Error::Lagging {
+                needed: *needed,
+                first_available: *first_available,
+            },
+            Error::Poisoned => Error::Poisoned,
+            Error::Serialize { what, detail } => Error::Serialize {
+                what: what.clone(),
+                detail: detail.clone(),
+            },
+            Error::NotExclusive { expected, found } => Error::NotExclusive {
+                expected: *expected,
+                found: *found,
+            },
+            Error::Backend(msg) => Error::Backend(msg.clone()),
         }
     }
 
@@ -145,6 +212,13 @@ impl fmt::Display for Error {
             Error::Poisoned => f.write_str(
                 "an earlier log write failed after its command committed in memory; reopen the \
                  store",
+            ),
+            Error::Serialize { what, detail } => write!(f, "cannot serialize the {what}: {detail}"),
+            Error::NotExclusive { expected, found } => write!(
+                f,
+                "another process appended to this exclusive log (this store was about to \
+                 append record {expected}, the log was at {found}); open shared logs with \
+                 Store::open_shared"
             ),
             Error::Backend(msg) => write!(f, "log backend: {msg}"),
         }

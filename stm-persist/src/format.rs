@@ -14,10 +14,6 @@ const RECORD_HEADER: usize = 11;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"STMXSNAP";
 /// Magic, version (u32), sequence (u64), payload length (u64), checksum (u32).
 const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 8 + 4;
-/// A frame's length (u32) and checksum (u32).
-pub(crate) const FRAME_HEADER: usize = 8;
-/// Frames longer than this are treated as damage, not as a record.
-pub(crate) const MAX_FRAME: usize = 1 << 30;
 
 /// How a record was appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +35,19 @@ pub(crate) struct RecordView<'a> {
 /// Encodes a record with sequence number 0; [`set_seq`] fills it in at append time.
 pub(crate) fn encode_record<C: Serialize>(kind: Kind, name: &str, cmd: &C) -> Result<Vec<u8>> {
     let name = name.as_bytes();
-    let name_len = u8::try_from(name.len())
-        .map_err(|_| Error::Backend(format!("command name longer than 255 bytes: {name:?}")))?;
+    let name_len = u8::try_from(name.len()).map_err(|_| Error::Serialize {
+        what: format!("command `{}`", String::from_utf8_lossy(name)),
+        detail: "its name is longer than 255 bytes".into(),
+    })?;
     let mut out = Vec::with_capacity(RECORD_HEADER + name.len() + 16);
     out.push(FORMAT_VERSION);
     out.push(kind as u8);
     out.extend_from_slice(&0_u64.to_le_bytes());
     out.push(name_len);
     out.extend_from_slice(name);
-    postcard::to_io(cmd, &mut out).map_err(|e| {
-        Error::Backend(format!(
-            "cannot serialize command `{}`: {e}",
-            String::from_utf8_lossy(name)
-        ))
+    postcard::to_io(cmd, &mut out).map_err(|e| Error::Serialize {
+        what: format!("command `{}`", String::from_utf8_lossy(name)),
+        detail: e.to_string(),
     })?;
     Ok(out)
 }
@@ -107,8 +103,10 @@ pub(crate) fn decode_body<C: DeserializeOwned>(view: &RecordView<'_>) -> Result<
 /// Encodes a snapshot of the state after record `seq`.
 pub(crate) fn encode_snapshot<I: Serialize>(seq: u64, image: &I) -> Result<Vec<u8>> {
     let mut out = vec![0; SNAPSHOT_HEADER];
-    postcard::to_io(image, &mut out)
-        .map_err(|e| Error::Backend(format!("cannot serialize the snapshot: {e}")))?;
+    postcard::to_io(image, &mut out).map_err(|e| Error::Serialize {
+        what: "snapshot".into(),
+        detail: e.to_string(),
+    })?;
     let payload_len = (out.len() - SNAPSHOT_HEADER) as u64;
     let crc = crc32fast::hash(&out[SNAPSHOT_HEADER..]);
     out[..8].copy_from_slice(SNAPSHOT_MAGIC);
@@ -149,46 +147,6 @@ pub(crate) fn decode_snapshot<I: DeserializeOwned>(bytes: &[u8], source: &str) -
     let image = postcard::from_bytes(&bytes[SNAPSHOT_HEADER..])
         .map_err(|e| Error::corrupt(source.to_string(), format!("cannot decode the state: {e}")))?;
     Ok((seq, image))
-}
-
-/// Appends `payload` as one frame: length, CRC-32 of the payload, payload.
-pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// What the bytes at the start of `buf` hold.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Frame<'a> {
-    /// A whole, intact frame, and its total length.
-    Whole(&'a [u8], usize),
-    /// The frame runs past the end of `buf`: a torn tail, or one still being written.
-    Torn,
-    /// The frame fits but its checksum does not match.
-    Damaged(usize),
-}
-
-/// Parses the frame at the start of `buf` (which must not be empty).
-pub(crate) fn parse_frame(buf: &[u8]) -> Frame<'_> {
-    if buf.len() < FRAME_HEADER {
-        return Frame::Torn;
-    }
-    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-    if len > MAX_FRAME {
-        return Frame::Damaged(buf.len());
-    }
-    let end = FRAME_HEADER + len;
-    if buf.len() < end {
-        return Frame::Torn;
-    }
-    let payload = &buf[FRAME_HEADER..end];
-    if crc32fast::hash(payload) == crc {
-        Frame::Whole(payload, end)
-    } else {
-        Frame::Damaged(end)
-    }
 }
 
 /// The name of a command: the enum variant (or struct) name serde sees.
@@ -409,17 +367,5 @@ mod tests {
             ),
             "{err}"
         );
-    }
-
-    #[test]
-    fn frames_detect_torn_and_damaged_bytes() {
-        let mut buf = Vec::new();
-        push_frame(&mut buf, b"hello");
-        assert_eq!(parse_frame(&buf), Frame::Whole(b"hello", buf.len()));
-        for cut in 1..buf.len() {
-            assert_eq!(parse_frame(&buf[..cut]), Frame::Torn, "cut at {cut}");
-        }
-        buf[FRAME_HEADER] ^= 0xff;
-        assert_eq!(parse_frame(&buf), Frame::Damaged(buf.len()));
     }
 }

@@ -71,12 +71,20 @@
 //! # Ok::<(), stm_persist::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
 mod backend;
 mod dir;
 mod error;
+mod exclusive;
 mod format;
+mod frame;
 #[cfg(feature = "postgres")]
 mod pg;
+mod replay;
+mod shared;
 mod store;
 
 pub use backend::{Append, Backend};
@@ -86,3 +94,33 @@ pub use format::FORMAT_VERSION;
 #[cfg(feature = "postgres")]
 pub use pg::PgBackend;
 pub use store::{Command, Mode, Options, State, Store};
+
+/// Entry points for the fuzz targets in `stm-persist/fuzz`: the decoders exactly as the store
+/// uses them. Not part of the API.
+#[doc(hidden)]
+pub mod fuzz {
+    use serde::de::DeserializeOwned;
+
+    pub use crate::dir::{SegmentEnd, check_segment};
+    use crate::error::Result;
+
+    /// Decodes a log record found at `position` as a command of type `C`: its name and value.
+    ///
+    /// # Errors
+    ///
+    /// What the store reports for such a record.
+    pub fn decode_record<C: DeserializeOwned>(bytes: &[u8], position: u64) -> Result<(String, C)> {
+        let view = crate::format::view_record(bytes, position)?;
+        let cmd = crate::format::decode_body(&view)?;
+        Ok((view.name.to_string(), cmd))
+    }
+
+    /// Decodes a snapshot file as an image of type `I`: the position it covers and the image.
+    ///
+    /// # Errors
+    ///
+    /// What the store reports for such a snapshot.
+    pub fn decode_snapshot<I: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, I)> {
+        crate::format::decode_snapshot(bytes, "snapshot")
+    }
+}

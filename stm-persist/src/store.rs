@@ -1,26 +1,23 @@
 //! [`Store`]: a state, its command log, its snapshots.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
-use std::marker::PhantomData;
 use std::path::Path;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use stm_core::{StmResult, Transaction, TxError, atomically, try_atomically};
+use stm_core::{StmResult, Transaction, TxError, atomically};
 
-use crate::backend::{Append, Backend};
+use crate::backend::Backend;
 use crate::dir::DirBackend;
-use crate::error::{Error, ExecuteError, Result};
+use crate::error::{ExecuteError, Result};
+use crate::exclusive::Exclusive;
 use crate::format::{self, Kind};
+use crate::replay::Replica;
+use crate::shared::{self, Shared};
 
 /// The application state a [`Store`] keeps: `TVar`s, containers, a `#[transactional]` struct.
 ///
@@ -44,6 +41,9 @@ use crate::format::{self, Kind};
 ///         Counter(TVar::new(n))
 ///     }
 /// }
+///
+/// let c = Counter::from_image(41);
+/// assert_eq!(stmx::atomically(|tx| c.image(tx)), 41);
 /// ```
 pub trait State: Send + Sync + 'static {
     /// The serializable form of the state.
@@ -65,7 +65,12 @@ pub trait State: Send + Sync + 'static {
 /// Commands are usually an enum with serde's derives. `apply` runs inside a transaction; it
 /// must depend only on the command and the state it reads (no clocks, no randomness, no other
 /// variables), because replaying the log re-runs it. It may reject the command with
-/// `Err(TxError::Abort(e))`: nothing changes and nothing is logged.
+/// `Err(TxError::Abort(e))`: nothing changes and nothing is logged. It may wait with
+/// [`retry`](stm_core::retry) (or `guard`): `execute` then blocks until the state changes,
+/// in both store flavours, as any transaction would.
+///
+/// Commands and their outputs are `Send`: in a shared store, the caller that leads a group
+/// commit checks and applies the commands of the other callers in its batch.
 ///
 /// # Examples
 ///
@@ -104,11 +109,11 @@ pub trait State: Send + Sync + 'static {
 /// }
 /// assert_eq!(Op::Take(1).name(), "Take");
 /// ```
-pub trait Command: Serialize + DeserializeOwned + 'static {
+pub trait Command: Serialize + DeserializeOwned + Send + 'static {
     /// The state commands change.
     type State: State;
     /// What `apply` returns to the caller of [`Store::execute`].
-    type Output;
+    type Output: Send;
     /// Why `apply` may reject a command.
     type Error;
 
@@ -145,9 +150,11 @@ pub enum Mode {
     /// This store is the only appender: commands commit in memory, are logged in commit order
     /// and are group-committed (one sync for every record ready at that moment).
     Exclusive,
-    /// Several stores (processes, machines) append to the log: each command is appended with
-    /// compare-and-append at the next position; a store that loses the race rolls forward and
-    /// re-runs its command (SPTM's optimistic protocol).
+    /// Several stores (processes, machines) append to the log with compare-and-append at the
+    /// next position (SPTM's optimistic protocol). A command is checked on the state after
+    /// the log's last record, appended, then applied: memory is always a prefix of the log.
+    /// Concurrent callers of one store share one append and one sync; a store that loses the
+    /// race rolls forward and checks its commands again.
     Shared,
 }
 
@@ -178,7 +185,7 @@ impl Options {
 
     /// SPTM's transaction checker: replay accepts only records naming one of `names`. A
     /// record naming anything else stops the open (or roll-forward) with
-    /// [`Error::UnknownCommand`], naming the record and its position; nothing past it is
+    /// [`Error::UnknownCommand`](crate::Error::UnknownCommand), naming the record and its position; nothing past it is
     /// applied.
     pub fn allow<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.allow = Some(names.into_iter().map(Into::into).collect());
@@ -230,334 +237,19 @@ impl Options {
         mode: Mode,
         init: impl FnOnce() -> C::State,
     ) -> Result<Store<C>> {
-        let backend: Box<dyn Backend> = Box::new(backend);
-        let (start, state) = load_snapshot::<C>(&*backend, init)?;
-        let inner = Arc::new(Inner {
-            state,
-            backend,
-            mode,
-            allow: self.allow,
-            applied: AtomicU64::new(start),
-            queue: Mutex::new(Queue {
-                next: start + 1,
-                records: Vec::new(),
-            }),
-            flush: Mutex::new(Flush {
-                durable: start,
-                flushing: false,
-                failed: false,
-            }),
-            flushed: Condvar::new(),
-            appender: Mutex::new(()),
-            poisoned: AtomicBool::new(false),
-            inside: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            follower_error: Mutex::new(None),
-            _commands: PhantomData,
-        });
-        let end = inner.roll_forward()?;
-        if mode == Mode::Exclusive {
-            inner.queue.lock().next = end;
-            inner.flush.lock().durable = end - 1;
-        }
-        let follower = match (mode, self.follow) {
-            (Mode::Shared, Some(interval)) => {
-                Some(spawn_follower(Arc::downgrade(&inner), interval))
+        let replica = Replica::load(Box::new(backend), self.allow, init)?;
+        let (flavor, follower) = match mode {
+            Mode::Exclusive => (Flavor::Exclusive(Arc::new(Exclusive::open(replica)?)), None),
+            Mode::Shared => {
+                let shared = Arc::new(Shared::open(replica)?);
+                let follower = self
+                    .follow
+                    .map(|interval| shared::spawn_follower(Arc::downgrade(&shared), interval));
+                (Flavor::Shared(shared), follower)
             }
-            _ => None,
         };
-        Ok(Store { inner, follower })
+        Ok(Store { flavor, follower })
     }
-}
-
-/// Loads the newest readable snapshot, or `init()` when there is none.
-fn load_snapshot<C: Command>(
-    backend: &dyn Backend,
-    init: impl FnOnce() -> C::State,
-) -> Result<(u64, C::State)> {
-    let mut damaged = None;
-    for seq in backend.snapshots()?.into_iter().rev() {
-        let (source, bytes) = backend.load_snapshot(seq)?;
-        match format::decode_snapshot::<<C::State as State>::Image>(&bytes, &source) {
-            Ok((at, image)) => return Ok((at, C::State::from_image(image))),
-            Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
-            // Fall back to an older snapshot; if the log no longer reaches back to it, replay
-            // reports that.
-            Err(e) => damaged = Some(e),
-        }
-    }
-    match damaged {
-        Some(e) if backend.scan(1, &mut |_, _| Ok(false)).is_err() => Err(e),
-        _ => Ok((0, init())),
-    }
-}
-
-/// How long a group commit waits for callers that are still running their transaction.
-const GATHER_FOR: Duration = Duration::from_micros(100);
-
-/// Counts a caller in [`Inner::inside`] while it is inside `execute`.
-struct Inside<'a>(&'a AtomicUsize);
-
-impl<'a> Inside<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Inside(count)
-    }
-}
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The next records to append, in commit order (exclusive mode).
-struct Queue {
-    /// The position the next committed command gets.
-    next: u64,
-    records: Vec<Vec<u8>>,
-}
-
-/// The group commit's state (exclusive mode).
-struct Flush {
-    /// Every record at or before this position is durable.
-    durable: u64,
-    /// A caller is writing a batch.
-    flushing: bool,
-    failed: bool,
-}
-
-struct Inner<C: Command> {
-    state: C::State,
-    backend: Box<dyn Backend>,
-    mode: Mode,
-    allow: Option<HashSet<String>>,
-    /// The last log position applied to `state` (shared mode; at open, exclusive mode too).
-    applied: AtomicU64,
-    queue: Mutex<Queue>,
-    flush: Mutex<Flush>,
-    flushed: Condvar,
-    /// One append or roll-forward at a time in this store (shared mode, and snapshots).
-    appender: Mutex<()>,
-    poisoned: AtomicBool,
-    /// Exclusive mode: callers inside `execute`.
-    inside: AtomicUsize,
-    /// Exclusive mode: how many records `queue` holds (read without its lock).
-    queued: AtomicUsize,
-    stop: AtomicBool,
-    follower_error: Mutex<Option<Error>>,
-    _commands: PhantomData<fn() -> C>,
-}
-
-/// Why a shared-mode attempt did not commit.
-enum Failed<E> {
-    Rejected(E),
-    Lost,
-    Store(Error),
-}
-
-/// Re-tags a command's transaction error.
-fn rejected<E, F>(e: TxError<E>, wrap: impl FnOnce(E) -> F) -> TxError<F> {
-    match e {
-        TxError::Abort(e) => TxError::Abort(wrap(e)),
-        TxError::Stm(s) => TxError::Stm(s),
-    }
-}
-
-impl<C: Command> Inner<C> {
-    fn check_healthy(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned);
-        }
-        if let Some(e) = self.follower_error.lock().take() {
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// Exclusive mode, inside `while_committing`: gives the record the next position.
-    fn enqueue(&self, mut record: Vec<u8>) -> u64 {
-        let mut q = self.queue.lock();
-        let seq = q.next;
-        q.next += 1;
-        format::set_seq(&mut record, seq);
-        q.records.push(record);
-        self.queued.store(q.records.len(), Ordering::Release);
-        seq
-    }
-
-    /// Exclusive mode: returns once record `seq` is durable, writing a batch if nobody is.
-    fn wait_durable(&self, seq: u64) -> Result<()> {
-        let mut f = self.flush.lock();
-        loop {
-            if f.durable >= seq {
-                return Ok(());
-            }
-            if f.failed {
-                return Err(Error::Poisoned);
-            }
-            if f.flushing {
-                self.flushed.wait(&mut f);
-                continue;
-            }
-            f.flushing = true;
-            let (first, batch) = parking_lot::MutexGuard::unlocked(&mut f, || {
-                // Group commit: callers inside `execute` without a queued record (running their
-                // transaction, or just woken from the last sync and about to return and come
-                // back) will queue one in a moment; wait for them, briefly, so that one sync
-                // covers them too. A lone caller never waits.
-                let deadline = Instant::now() + GATHER_FOR;
-                // (An atomic count, not the queue's lock: enqueuers hold the commit sequencer.)
-                while self.queued.load(Ordering::Acquire) < self.inside.load(Ordering::Acquire)
-                    && Instant::now() < deadline
-                {
-                    std::thread::yield_now();
-                }
-                let mut q = self.queue.lock();
-                let first = q.next - q.records.len() as u64;
-                self.queued.store(0, Ordering::Release);
-                (first, std::mem::take(&mut q.records))
-            });
-            let written = if batch.is_empty() {
-                Ok(Append::Appended)
-            } else {
-                parking_lot::MutexGuard::unlocked(&mut f, || self.backend.append(first, &batch))
-            };
-            f.flushing = false;
-            self.flushed.notify_all();
-            match written {
-                Ok(Append::Appended) => f.durable = first + batch.len() as u64 - 1,
-                Ok(Append::Conflict { next }) => {
-                    f.failed = true;
-                    self.poisoned.store(true, Ordering::Release);
-                    return Err(Error::Backend(format!(
-                        "another process appended to an exclusive log (expected position \
-                         {first}, found {next})"
-                    )));
-                }
-                Err(e) => {
-                    f.failed = true;
-                    self.poisoned.store(true, Ordering::Release);
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// Applies the records after `applied`, in order; returns the position after the last.
-    fn roll_forward(&self) -> Result<u64> {
-        let from = self.applied.load(Ordering::Acquire) + 1;
-        self.backend.scan(from, &mut |pos, bytes| {
-            self.apply_record(pos, bytes)?;
-            self.applied.store(pos, Ordering::Release);
-            Ok(true)
-        })
-    }
-
-    /// Replays one record: the transaction checker, decoding, then `apply`.
-    fn apply_record(&self, pos: u64, bytes: &[u8]) -> Result<()> {
-        let view = format::view_record(bytes, pos)?;
-        if let Some(allow) = &self.allow
-            && !allow.contains(view.name)
-        {
-            return Err(Error::UnknownCommand {
-                position: pos,
-                name: view.name.to_string(),
-            });
-        }
-        let cmd: C = format::decode_body(&view).map_err(|e| match e {
-            Error::Corrupt { detail, .. } if self.allow.is_none() => Error::UnknownCommand {
-                position: pos,
-                name: format!("{} ({detail})", view.name),
-            },
-            e => e,
-        })?;
-        let failure = |detail: &str| Error::Replay {
-            position: pos,
-            name: view.name.to_string(),
-            detail: detail.to_string(),
-        };
-        // A logged command committed once; replayed on the same state it must commit again,
-        // without blocking: a retry here would wait forever.
-        let outcome = try_atomically(|tx| {
-            tx.or_else(
-                |tx| match cmd.apply(&self.state, tx) {
-                    Ok(_) => Ok(Ok(())),
-                    Err(TxError::Abort(_)) => Ok(Err("apply rejected it")),
-                    Err(TxError::Stm(e)) => Err(e),
-                },
-                |_| Ok(Err("apply called retry")),
-            )?
-            .map_err(TxError::Abort)
-        });
-        outcome.map_err(failure)
-    }
-
-    /// Shared mode: SPTM's optimistic append. Holds `appender`.
-    fn execute_shared(
-        &self,
-        cmd: &C,
-        record: &mut Vec<u8>,
-    ) -> Result<C::Output, ExecuteError<C::Error>> {
-        let _one = self.appender.lock();
-        loop {
-            self.roll_forward()?;
-            let n = self.applied.load(Ordering::Acquire) + 1;
-            format::set_seq(record, n);
-            let landed = Cell::new(false);
-            let attempt = try_atomically(|tx| {
-                let out = cmd
-                    .apply(&self.state, tx)
-                    .map_err(|e| rejected(e, Failed::Rejected))?;
-                // No other writer of the state runs while we hold `appender`, so this attempt
-                // commits unless the command itself conflicts with outside code; a re-run must
-                // not append twice.
-                if !landed.get() {
-                    match self.backend.append(n, std::slice::from_ref(&*record)) {
-                        Ok(Append::Appended) => landed.set(true),
-                        Ok(Append::Conflict { .. }) => return Err(TxError::Abort(Failed::Lost)),
-                        Err(e) => return Err(TxError::Abort(Failed::Store(e))),
-                    }
-                }
-                Ok(out)
-            });
-            match attempt {
-                Ok(out) => {
-                    self.applied.store(n, Ordering::Release);
-                    return Ok(out);
-                }
-                Err(Failed::Lost) => continue,
-                Err(Failed::Rejected(e)) => return Err(ExecuteError::Rejected(e)),
-                Err(Failed::Store(e)) => return Err(ExecuteError::Store(e)),
-            }
-        }
-    }
-}
-
-fn spawn_follower<C: Command>(inner: Weak<Inner<C>>, interval: Duration) -> JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("stmx-persist-follower".into())
-        .spawn(move || {
-            while let Some(inner) = inner.upgrade() {
-                if inner.stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let next = inner.applied.load(Ordering::Acquire) + 1;
-                let result = inner
-                    .backend
-                    .wait_for_append(next, interval)
-                    .and_then(|()| {
-                        let _one = inner.appender.lock();
-                        inner.roll_forward()
-                    });
-                if let Err(e) = result {
-                    *inner.follower_error.lock() = Some(e);
-                    std::thread::sleep(interval);
-                }
-            }
-        })
-        .expect("spawning the follower thread")
 }
 
 /// A transactional state made durable by a log of the commands that changed it.
@@ -602,14 +294,21 @@ fn spawn_follower<C: Command>(inner: Weak<Inner<C>>, interval: Duration) -> Join
 /// # Ok::<(), stm_persist::Error>(())
 /// ```
 pub struct Store<C: Command> {
-    inner: Arc<Inner<C>>,
+    flavor: Flavor<C>,
     follower: Option<JoinHandle<()>>,
+}
+
+/// What a store does differently by how it shares its log; each flavour owns only its own
+/// fields, around the [`Replica`] both use.
+enum Flavor<C: Command> {
+    Exclusive(Arc<Exclusive<C>>),
+    Shared(Arc<Shared<C>>),
 }
 
 impl<C: Command> fmt::Debug for Store<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("mode", &self.inner.mode)
+            .field("mode", &self.mode())
             .field("position", &self.position())
             .finish_non_exhaustive()
     }
@@ -620,11 +319,16 @@ impl<C: Command> Store<C> {
     /// newest valid snapshot (or `init()` if there is none), replays the log after it, cutting
     /// a torn tail, and is ready.
     ///
+    /// A damaged newest snapshot is passed over for the older one the store keeps, whose log
+    /// it also keeps; if that cannot be done, the damage is the error, naming the file.
+    ///
     /// # Errors
     ///
-    /// [`Error::Locked`] if another store has the directory open; I/O errors;
-    /// [`Error::Corrupt`], [`Error::UnsupportedFormat`], [`Error::UnknownCommand`] or
-    /// [`Error::Replay`] for a log this program cannot replay.
+    /// [`Error::Locked`](crate::Error::Locked) if another store has the directory open; I/O
+    /// errors; [`Error::Corrupt`](crate::Error::Corrupt),
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat),
+    /// [`Error::UnknownCommand`](crate::Error::UnknownCommand) or
+    /// [`Error::Replay`](crate::Error::Replay) for a log this program cannot replay.
     pub fn open(path: impl AsRef<Path>, init: impl FnOnce() -> C::State) -> Result<Self> {
         Options::new().open(path, init)
     }
@@ -634,170 +338,325 @@ impl<C: Command> Store<C> {
     ///
     /// # Errors
     ///
-    /// As [`open`](Store::open); [`Error::Locked`] if an exclusive store has it open.
+    /// As [`open`](Store::open); [`Error::Locked`](crate::Error::Locked) if an exclusive
+    /// store has it open.
     pub fn open_shared(path: impl AsRef<Path>, init: impl FnOnce() -> C::State) -> Result<Self> {
         Options::new().open_shared(path, init)
+    }
+
+    fn replica(&self) -> &Replica<C> {
+        match &self.flavor {
+            Flavor::Exclusive(e) => &e.replica,
+            Flavor::Shared(s) => &s.replica,
+        }
     }
 
     /// The state, to read or combine with other transactional code. Change it only through
     /// [`execute`](Store::execute) and [`record`](Store::record): other writes are not logged
     /// and are lost on restart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Add(u64);
+    /// # impl Command for Add {
+    /// #     type State = Counter; type Output = (); type Error = ();
+    /// #     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<(), TxError<()>> {
+    /// #         Ok(c.0.modify(tx, |n| n + self.0)?)
+    /// #     }
+    /// # }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::<Add>::open(dir.path(), || Counter(TVar::new(0)))?;
+    /// store.execute(Add(4)).unwrap();
+    /// assert_eq!(store.state().0.read_atomic(), 4);
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn state(&self) -> &C::State {
-        &self.inner.state
+        &self.replica().state
     }
 
-    /// Runs `f` as a read-only transaction over the state: nothing is logged, nothing waits
-    /// for the disk. It may see commands that committed but whose `execute` has not returned
-    /// yet (they are being written).
+    /// Runs `f` as a transaction over the state that must not write it: nothing is logged,
+    /// nothing waits for the disk. In an exclusive store it may see commands that committed
+    /// but whose `execute` has not returned yet (their records are being written).
+    ///
+    /// # Retries
+    ///
+    /// `f` may call [`retry`](stm_core::retry): `read` then blocks until a variable `f` read
+    /// changes, as [`atomically`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Add(u64);
+    /// # impl Command for Add {
+    /// #     type State = Counter; type Output = (); type Error = ();
+    /// #     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<(), TxError<()>> {
+    /// #         Ok(c.0.modify(tx, |n| n + self.0)?)
+    /// #     }
+    /// # }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::<Add>::open(dir.path(), || Counter(TVar::new(0)))?;
+    /// store.execute(Add(2)).unwrap();
+    /// let doubled = store.read(|c, tx| Ok(c.0.read(tx)? * 2));
+    /// assert_eq!(doubled, 4);
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn read<R>(&self, mut f: impl FnMut(&C::State, &mut Transaction) -> StmResult<R>) -> R {
-        atomically(|tx| f(&self.inner.state, tx))
+        let state = &self.replica().state;
+        atomically(|tx| f(state, tx))
     }
 
     /// Runs `cmd` in a transaction and returns once its log record is durable.
     ///
-    /// Exclusive stores log records in commit order and group-commit them: concurrent callers
-    /// share one sync. Shared stores append with compare-and-append, rolling forward and
-    /// re-running the command when another participant appended first.
+    /// Exclusive stores commit the command in memory, log records in commit order and
+    /// group-commit them: concurrent callers share one sync. Shared stores check the command
+    /// on the state after the log's last record, compare-and-append it (with the commands of
+    /// concurrent callers, in one append and one sync), then apply it; when another participant
+    /// appended first they roll forward and check again. See [`Mode`].
+    ///
+    /// # Retries
+    ///
+    /// If `apply` calls [`retry`](stm_core::retry), `execute` blocks until a variable it read
+    /// changes, then runs it again; nothing is logged meanwhile. In a shared store the state
+    /// changes through this store's own commands and through what it rolls forward: open it
+    /// with [`Options::follow`] to see other participants' commands without calling
+    /// [`sync`](Store::sync).
     ///
     /// # Errors
     ///
     /// [`ExecuteError::Rejected`] if `apply` rejected the command (nothing logged);
     /// [`ExecuteError::Store`] for a store failure. After a failed write, an exclusive store
-    /// is [`Error::Poisoned`]: its memory may hold a command the log lacks.
+    /// is [`Error::Poisoned`](crate::Error::Poisoned): its memory may hold a command the log
+    /// lacks. A shared store's memory never runs ahead of the log, so it stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, ExecuteError, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Take(u64);
+    ///
+    /// impl Command for Take {
+    ///     type State = Counter;
+    ///     type Output = u64;
+    ///     type Error = String;
+    ///     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<u64, TxError<String>> {
+    ///         let n = c.0.read(tx)?;
+    ///         if n < self.0 {
+    ///             return Err(TxError::Abort(format!("only {n} left")));
+    ///         }
+    ///         c.0.write(tx, n - self.0)?;
+    ///         Ok(n - self.0)
+    ///     }
+    /// }
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::<Take>::open(dir.path(), || Counter(TVar::new(10)))?;
+    /// assert_eq!(store.execute(Take(3)).unwrap(), 7);
+    /// assert!(matches!(store.execute(Take(8)), Err(ExecuteError::Rejected(_))));
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn execute(&self, cmd: C) -> Result<C::Output, ExecuteError<C::Error>> {
-        self.execute_as(Kind::Command, cmd)
+        match &self.flavor {
+            Flavor::Exclusive(e) => e.execute(Kind::Command, cmd),
+            Flavor::Shared(s) => s.execute(Kind::Command, cmd),
+        }
     }
 
-    /// SPTM's `record-transaction`: for commands that commute with every other command (an
-    /// append to a results list, a counter increment). In a shared log the record is appended
-    /// at the end without a conflict check or re-run, and applied when this replica rolls
-    /// forward to it; in an exclusive store it is the same as [`execute`](Store::execute).
+    /// SPTM's `record-transaction`, for commands that commute with every other command (an
+    /// append to a results list, a counter increment): the same as
+    /// [`execute`](Store::execute) without the output; the record is marked as commuting.
     ///
-    /// The command is first tried against the current state: if `apply` rejects it, nothing is
-    /// logged.
+    /// # Retries
+    ///
+    /// As [`execute`](Store::execute).
     ///
     /// # Errors
     ///
     /// As [`execute`](Store::execute).
     pub fn record(&self, cmd: C) -> Result<(), ExecuteError<C::Error>> {
-        if self.inner.mode == Mode::Exclusive {
-            return self.execute_as(Kind::Recorded, cmd).map(drop);
+        match &self.flavor {
+            Flavor::Exclusive(e) => e.execute(Kind::Recorded, cmd).map(drop),
+            Flavor::Shared(s) => s.execute(Kind::Recorded, cmd).map(drop),
         }
-        let inner = &*self.inner;
-        inner.check_healthy()?;
-        // Dry run: reject without logging.
-        let dry: Result<(), Option<C::Error>> = try_atomically(|tx| {
-            cmd.apply(&inner.state, tx).map_err(|e| rejected(e, Some))?;
-            Err(TxError::Abort(None))
-        });
-        if let Err(Some(e)) = dry {
-            return Err(ExecuteError::Rejected(e));
-        }
-        let mut record = format::encode_record(Kind::Recorded, cmd.name(), &cmd)?;
-        let _one = inner.appender.lock();
-        loop {
-            let n = inner.backend.next_position()?;
-            format::set_seq(&mut record, n);
-            match inner.backend.append(n, std::slice::from_ref(&record))? {
-                Append::Appended => break,
-                Append::Conflict { .. } => continue,
-            }
-        }
-        inner.roll_forward()?;
-        Ok(())
     }
 
-    fn execute_as(&self, kind: Kind, cmd: C) -> Result<C::Output, ExecuteError<C::Error>> {
-        let inner = &self.inner;
-        inner.check_healthy()?;
-        let record = format::encode_record(kind, cmd.name(), &cmd)?;
-        if inner.mode == Mode::Shared {
-            let mut record = record;
-            return inner.execute_shared(&cmd, &mut record);
-        }
-        // The record until the commit queues it, then the position it got.
-        let slot = Rc::new((Cell::new(Some(record)), Cell::new(0)));
-        let _inside = Inside::enter(&inner.inside);
-        let out = try_atomically(|tx| {
-            let out = cmd.apply(&inner.state, tx)?;
-            let (slot, inner) = (Rc::clone(&slot), Arc::clone(inner));
-            tx.while_committing(move |_| {
-                let bytes = slot.0.take().expect("one record per commit");
-                slot.1.set(inner.enqueue(bytes));
-            });
-            Ok(out)
-        })
-        .map_err(ExecuteError::Rejected)?;
-        inner.wait_durable(slot.1.get())?;
-        Ok(out)
-    }
-
-    /// Writes a consistent snapshot of the state while writers continue, then drops the log
-    /// records it covers. Returns the log position it covers.
+    /// Writes a consistent snapshot of the state while writers continue, then compacts: the
+    /// store keeps this snapshot and the one before it, with the log after the older one, so
+    /// that a damaged newest snapshot can always fall back. Returns the log position the
+    /// snapshot covers. A snapshot never covers a record that is not durable.
     ///
     /// # Errors
     ///
     /// I/O or backend errors; the store stays usable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Add(u64);
+    /// # impl Command for Add {
+    /// #     type State = Counter; type Output = (); type Error = ();
+    /// #     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<(), TxError<()>> {
+    /// #         Ok(c.0.modify(tx, |n| n + self.0)?)
+    /// #     }
+    /// # }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let open = || Store::<Add>::open(dir.path(), || Counter(TVar::new(0)));
+    /// {
+    ///     let store = open()?;
+    ///     store.execute(Add(1)).unwrap();
+    ///     store.execute(Add(2)).unwrap();
+    ///     assert_eq!(store.snapshot()?, 2); // covers records 1 and 2
+    /// }
+    /// assert_eq!(open()?.state().0.read_atomic(), 3);
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn snapshot(&self) -> Result<u64> {
-        let inner = &self.inner;
-        let (seq, image) = if inner.mode == Mode::Exclusive {
-            // The image's transaction takes a place in the commit order, so it contains
-            // exactly the commands numbered up to `seq`.
-            let seq = Rc::new(Cell::new(0));
-            let image = atomically(|tx| {
-                let image = inner.state.image(tx)?;
-                let (at, inner) = (Rc::clone(&seq), Arc::clone(inner));
-                tx.while_committing(move |_| at.set(inner.queue.lock().next - 1));
-                Ok(image)
-            });
-            (seq.get(), image)
-        } else {
-            let _one = inner.appender.lock();
-            let image = atomically(|tx| inner.state.image(tx));
-            (inner.applied.load(Ordering::Acquire), image)
+        let (seq, image) = match &self.flavor {
+            Flavor::Exclusive(e) => e.image()?,
+            Flavor::Shared(s) => s.image()?,
         };
+        let backend = &self.replica().backend;
         let bytes = format::encode_snapshot(seq, &image)?;
-        inner.backend.save_snapshot(seq, &bytes)?;
-        inner.backend.compact(seq)?;
+        let older = backend
+            .snapshots()?
+            .into_iter()
+            .filter(|&s| s < seq)
+            .max()
+            .unwrap_or(0);
+        backend.save_snapshot(seq, &bytes)?;
+        backend.compact(older)?;
         Ok(seq)
     }
 
-    /// Rolls forward: applies every record other participants appended since this replica
-    /// last looked. Returns the position of the last record applied. In an exclusive store,
-    /// returns the position of the last durable record.
+    /// Brings memory and the log into agreement as of now, and returns the position they
+    /// agree at: a shared store rolls forward (applies every record other participants
+    /// appended); an exclusive store waits until every command committed so far is durable.
     ///
     /// # Errors
     ///
-    /// Backend errors, and the replay errors of [`open`](Store::open).
+    /// Backend errors, and the replay errors of [`open`](Store::open);
+    /// [`Error::Poisoned`](crate::Error::Poisoned) for an exclusive store whose write failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Add(u64);
+    /// # impl Command for Add {
+    /// #     type State = Counter; type Output = (); type Error = ();
+    /// #     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<(), TxError<()>> {
+    /// #         Ok(c.0.modify(tx, |n| n + self.0)?)
+    /// #     }
+    /// # }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let a = Store::<Add>::open_shared(dir.path(), || Counter(TVar::new(0)))?;
+    /// let b = Store::<Add>::open_shared(dir.path(), || Counter(TVar::new(0)))?;
+    /// a.execute(Add(5)).unwrap();
+    /// assert_eq!(b.state().0.read_atomic(), 0); // b has not looked yet
+    /// assert_eq!(b.sync()?, 1);
+    /// assert_eq!(b.state().0.read_atomic(), 5);
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn sync(&self) -> Result<u64> {
-        let inner = &self.inner;
-        if inner.mode == Mode::Exclusive {
-            return Ok(inner.flush.lock().durable);
+        match &self.flavor {
+            Flavor::Exclusive(e) => e.sync(),
+            Flavor::Shared(s) => s.sync(),
         }
-        inner.check_healthy()?;
-        let _one = inner.appender.lock();
-        inner.roll_forward()?;
-        Ok(inner.applied.load(Ordering::Acquire))
     }
 
-    /// The position of the last record this store has applied (shared) or assigned
-    /// (exclusive).
+    /// The position of the last command reflected in this store's memory: the last record
+    /// applied (shared), or the last command committed (exclusive; its record may still be
+    /// being written).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_persist::{Command, State, Store};
+    /// # use stmx::{StmResult, TVar, Transaction, TxError};
+    /// # struct Counter(TVar<u64>);
+    /// # impl State for Counter {
+    /// #     type Image = u64;
+    /// #     fn image(&self, tx: &mut Transaction) -> StmResult<u64> { self.0.read(tx) }
+    /// #     fn from_image(n: u64) -> Self { Counter(TVar::new(n)) }
+    /// # }
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Add(u64);
+    /// # impl Command for Add {
+    /// #     type State = Counter; type Output = (); type Error = ();
+    /// #     fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<(), TxError<()>> {
+    /// #         Ok(c.0.modify(tx, |n| n + self.0)?)
+    /// #     }
+    /// # }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = Store::<Add>::open(dir.path(), || Counter(TVar::new(0)))?;
+    /// store.execute(Add(1)).unwrap();
+    /// assert_eq!(store.position(), 1);
+    /// # Ok::<(), stm_persist::Error>(())
+    /// ```
     pub fn position(&self) -> u64 {
-        match self.inner.mode {
-            Mode::Exclusive => self.inner.queue.lock().next - 1,
-            Mode::Shared => self.inner.applied.load(Ordering::Acquire),
+        match &self.flavor {
+            Flavor::Exclusive(e) => e.position(),
+            Flavor::Shared(s) => s.replica.applied(),
         }
     }
 
     /// The mode the store was opened in.
     pub fn mode(&self) -> Mode {
-        self.inner.mode
+        match self.flavor {
+            Flavor::Exclusive(_) => Mode::Exclusive,
+            Flavor::Shared(_) => Mode::Shared,
+        }
     }
 }
 
 impl<C: Command> Drop for Store<C> {
     fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::Release);
+        if let Flavor::Shared(s) = &self.flavor {
+            s.stop();
+        }
         if let Some(follower) = self.follower.take() {
             let _ = follower.join();
         }

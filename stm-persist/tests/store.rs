@@ -227,7 +227,7 @@ fn an_unknown_format_version_is_a_clear_error() {
             err,
             Error::UnsupportedFormat {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),

@@ -35,8 +35,20 @@ impl State for Bank {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(crate) enum Op {
-    Transfer { from: usize, to: usize, amount: i64 },
-    Deposit { to: usize, amount: i64 },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: i64,
+    },
+    Deposit {
+        to: usize,
+        amount: i64,
+    },
+    /// Waits (`guard`, so `retry`) until `from` holds `amount`, then takes it out of the bank.
+    WithdrawWhenAble {
+        from: usize,
+        amount: i64,
+    },
 }
 
 impl Command for Op {
@@ -58,6 +70,12 @@ impl Command for Op {
                 bank.0[to].modify(tx, |b| b + amount)?;
                 Ok(bank.0[to].read(tx)?)
             }
+            Op::WithdrawWhenAble { from, amount } => {
+                let balance = bank.0[from].read(tx)?;
+                stmx::guard(balance >= amount)?;
+                bank.0[from].write(tx, balance - amount)?;
+                Ok(balance - amount)
+            }
         }
     }
 }
@@ -73,6 +91,12 @@ pub(crate) fn apply_model(model: &mut [i64], op: &Op) -> bool {
             model[to] += amount;
         }
         Op::Deposit { to, amount } => model[to] += amount,
+        Op::WithdrawWhenAble { from, amount } => {
+            if model[from] < amount {
+                return false;
+            }
+            model[from] -= amount;
+        }
     }
     true
 }
@@ -147,4 +171,33 @@ pub(crate) fn run_participants(
     }
     let converged = states[0].clone();
     (stores, converged)
+}
+
+/// Runs the test `name` of this test binary as a child process with `env` set, its stdout
+/// piped and its stderr dropped: how the crash tests run a writer they can kill.
+pub(crate) fn spawn_child(name: &str, env: &[(&str, &std::ffi::OsStr)]) -> std::process::Child {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        child.env(key, value);
+    }
+    child.spawn().unwrap()
+}
+
+/// Reads a child's `ack W N` lines (writer `W` got `Ok` for its command `N`) to the end: the
+/// highest `N` of each of `writers` writers.
+pub(crate) fn read_acks(out: impl std::io::Read, writers: usize) -> Vec<Option<u64>> {
+    use std::io::BufRead;
+    let mut acked = vec![None; writers];
+    for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+        let mut words = line.split(' ');
+        if let (Some("ack"), Some(w), Some(n)) = (words.next(), words.next(), words.next()) {
+            let (w, n): (usize, u64) = (w.parse().unwrap(), n.parse().unwrap());
+            acked[w] = acked[w].max(Some(n));
+        }
+    }
+    acked
 }
