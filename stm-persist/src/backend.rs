@@ -71,6 +71,41 @@ pub trait Backend: Send + Sync + 'static {
     /// too.)
     fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append>;
 
+    /// Appends records built against the end of the log, as one step: calls `catch_up` for
+    /// every record from `from` to the end of the log, then `build(next)` for the records to
+    /// append at positions `next`, `next + 1`, …, and appends them. Returns the position of
+    /// the first one, or `None` if `build` returned none (nothing is appended).
+    ///
+    /// The default is SPTM's optimistic loop over [`scan`](Backend::scan) and
+    /// [`append`](Backend::append): catch up, build, compare-and-append, and after a conflict
+    /// catch up and build again. A backend that can lock its log overrides it to hold the lock
+    /// from the catch-up to the sync, so that a participant never loses the race and never
+    /// builds twice.
+    ///
+    /// # Errors
+    ///
+    /// What `catch_up` or `build` return (nothing appended), and the errors of
+    /// [`append`](Backend::append).
+    fn append_after(
+        &self,
+        from: u64,
+        catch_up: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+        build: &mut dyn FnMut(u64) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<Option<u64>> {
+        let mut from = from;
+        loop {
+            let next = self.scan(from, &mut |pos, bytes| catch_up(pos, bytes).map(|()| true))?;
+            let records = build(next)?;
+            if records.is_empty() {
+                return Ok(None);
+            }
+            match self.append(next, &records)? {
+                Append::Appended => return Ok(Some(next)),
+                Append::Conflict { .. } => from = next,
+            }
+        }
+    }
+
     /// Calls `visit(position, bytes)` for each record from `from` on, in order, until it
     /// returns `Ok(false)` or the log ends. Returns the position after the last record
     /// visited.

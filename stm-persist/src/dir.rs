@@ -11,9 +11,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::backend::{Append, Backend};
 use crate::error::{Error, Result};
@@ -32,6 +35,13 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 enum Access {
     Exclusive,
     Shared,
+}
+
+/// Whether a read of segments must take `append.lock` shared, or its caller holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadLock {
+    Take,
+    Held,
 }
 
 /// What to do with a torn tail found while reading the end of the log.
@@ -79,6 +89,9 @@ pub struct DirBackend {
     tail: Mutex<Tail>,
     /// Where the last scan stopped, so that rolling forward reads only what is new.
     scan_hint: Mutex<ScanHint>,
+    /// The last position this handle's own sync made durable: every record up to it is
+    /// durable (written before that sync began). Shared logs write it into their frames.
+    synced: AtomicU64,
 }
 
 /// What this handle knows of the end of the log.
@@ -87,8 +100,8 @@ struct Tail {
     /// First positions of the segments, ascending.
     segments: Vec<u64>,
     /// The last segment, open for appending, with its layout; `None` before the first append
-    /// or after a failed one.
-    file: Option<(File, Layout)>,
+    /// or after a failed one. Shared so that a shared log syncs it after releasing its locks.
+    file: Option<(Arc<File>, Layout)>,
     /// How many bytes of the last segment are whole frames.
     len: u64,
     /// The position the next record gets.
@@ -187,6 +200,7 @@ impl DirBackend {
                 next: 1,
             }),
             scan_hint: Mutex::new(ScanHint::NONE),
+            synced: AtomicU64::new(0),
         };
         {
             let mut tail = backend.tail.lock();
@@ -271,16 +285,17 @@ impl DirBackend {
                 .open(&path)
                 .map_err(io_err(format!("opening {}", path.display())))?;
             let layout = check_segment_header(&mut file, &path, last)?;
-            tail.file = Some((file, layout));
+            tail.file = Some((Arc::new(file), layout));
             tail.len = SEGMENT_HEADER;
             tail.next = last;
         }
         tail.segments = segments;
         let path = self.segment_path(last);
-        let (file, layout) = tail.file.as_mut().expect("opened above");
+        let (file, layout) = tail.file.as_ref().expect("opened above");
         let mut rest = Vec::new();
-        file.seek(SeekFrom::Start(tail.len))
-            .and_then(|_| file.read_to_end(&mut rest))
+        (&**file)
+            .seek(SeekFrom::Start(tail.len))
+            .and_then(|_| (&**file).read_to_end(&mut rest))
             .map_err(io_err(format!("reading {}", path.display())))?;
         let walked = frame::walk::<Error>(&rest, *layout, tail.next, |_, _, _| Ok(true))
             .map_err(walk_error(&path, tail.len))?;
@@ -327,9 +342,186 @@ impl DirBackend {
         if tail.segments.last() != Some(&first) {
             tail.segments.push(first);
         }
-        tail.file = Some((file, Layout::V2));
+        tail.file = Some((Arc::new(file), Layout::V2));
         tail.len = SEGMENT_HEADER;
         Ok(())
+    }
+
+    /// Visits the records of `segments` from `from` on; see [`Backend::scan`].
+    fn read_segments(
+        &self,
+        segments: &[u64],
+        from: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>,
+        lock: ReadLock,
+    ) -> Result<u64> {
+        let Some(&oldest) = segments.first() else {
+            return Ok(from);
+        };
+        if from < oldest {
+            return Err(Error::Lagging {
+                needed: from,
+                first_available: oldest,
+            });
+        }
+        let start = segments.partition_point(|&first| first <= from) - 1;
+        let mut pos = from;
+        for (i, &first) in segments.iter().enumerate().skip(start) {
+            let last_segment = i + 1 == segments.len();
+            let path = self.segment_path(first);
+            let hint = *self.scan_hint.lock();
+            let hinted = hint.segment == first && hint.next <= pos && hint.offset > 0;
+            let (skip, seq) = if hinted {
+                (hint.offset, hint.next)
+            } else {
+                (0, first)
+            };
+            let bytes = {
+                // Shared logs: read under the shared lock, so no append is half-visible.
+                let _guard = match lock {
+                    ReadLock::Take => self.lock_appends(false)?,
+                    ReadLock::Held => None,
+                };
+                match read_from(&path, skip) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && pos < first => {
+                        return Err(Error::Lagging {
+                            needed: pos,
+                            first_available: first,
+                        });
+                    }
+                    Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+                }
+            };
+            let (layout, body_at) = if hinted {
+                (hint.layout, 0)
+            } else {
+                (
+                    check_segment_header(&bytes[..], &path, first)?,
+                    SEGMENT_HEADER as usize,
+                )
+            };
+            let base = skip + body_at as u64;
+            let mut stopped = false;
+            let walked = frame::walk(&bytes[body_at..], layout, seq, |at, end, payload| {
+                if at < pos {
+                    return Ok(true);
+                }
+                *self.scan_hint.lock() = ScanHint {
+                    segment: first,
+                    layout,
+                    offset: base + end as u64,
+                    next: at + 1,
+                };
+                pos = at + 1;
+                let more = visit(at, payload)?;
+                stopped = !more;
+                Ok(more)
+            })
+            .map_err(walk_error(&path, base))?;
+            if stopped {
+                return Ok(pos);
+            }
+            if walked.torn && !last_segment {
+                return Err(Error::corrupt(
+                    format!("{} offset {}", path.display(), base + walked.end as u64),
+                    "a sealed segment ends in a torn record",
+                ));
+            }
+            if let Some(&next_first) = segments.get(i + 1)
+                && walked.next != next_first
+            {
+                return Err(Error::corrupt(
+                    path.display().to_string(),
+                    format!(
+                        "ends before record {}, but the next segment starts at {next_first}",
+                        walked.next
+                    ),
+                ));
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Appends `records` at `first` (= `tail.next`) under the locks the caller took, and
+    /// makes them durable.
+    ///
+    /// An exclusive log syncs under its lock, and cuts a failed write or sync back off. A
+    /// shared log releases its locks before the sync, so that other participants' appends and
+    /// syncs overlap with this one (the filesystem commits them together); each frame then
+    /// records the position every record before which was durable when it was written (the
+    /// mark in `append.lock`), which is what the damage policy needs after a crash.
+    fn append_locked(
+        &self,
+        mut tail: MutexGuard<'_, Tail>,
+        guard: Option<AppendGuard<'_>>,
+        first: u64,
+        records: &[Vec<u8>],
+    ) -> Result<()> {
+        let settled = match self.access {
+            Access::Exclusive => first,
+            Access::Shared => (self.synced.load(Ordering::Acquire) + 1).min(first),
+        };
+        let (file, at) = self.write_records(&mut tail, settled, records)?;
+        let path = self.segment_path(*tail.segments.last().expect("a segment is open"));
+        let last = first + records.len() as u64 - 1;
+        if self.access == Access::Exclusive {
+            if let Err(e) = file.sync_data() {
+                self.cut_back(&mut tail, &file, at, first);
+                return Err(Error::io(format!("syncing {}", path.display()), e));
+            }
+            return Ok(());
+        }
+        drop(guard);
+        drop(tail);
+        file.sync_data()
+            .map_err(io_err(format!("syncing {}", path.display())))?;
+        self.synced.fetch_max(last, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Writes `records` at the end of the last segment (starting one if needed) without
+    /// syncing; returns the file and the offset they start at. A failed write is cut off.
+    fn write_records(
+        &self,
+        tail: &mut Tail,
+        settled: u64,
+        records: &[Vec<u8>],
+    ) -> Result<(Arc<File>, u64)> {
+        // Version 1 segments are read, never extended.
+        if tail
+            .file
+            .as_ref()
+            .is_none_or(|(_, layout)| *layout != Layout::V2)
+            || tail.len >= SEGMENT_BYTES
+        {
+            self.start_segment(tail)?;
+        }
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.len() + frame::V2_HEADER).sum());
+        for r in records {
+            frame::push_frame(&mut buf, r, settled);
+        }
+        let file = Arc::clone(&tail.file.as_ref().expect("a segment is open").0);
+        let (at, first) = (tail.len, tail.next);
+        if let Err(e) = file.write_all_at(&buf, at) {
+            let path = self.segment_path(*tail.segments.last().expect("a segment is open"));
+            self.cut_back(tail, &file, at, first);
+            return Err(Error::io(format!("appending to {}", path.display()), e));
+        }
+        tail.len += buf.len() as u64;
+        tail.next += records.len() as u64;
+        Ok((file, at))
+    }
+
+    /// Nothing of a failed append may survive: cuts the segment back to `at` (a full disk still
+    /// allows that). If even that fails, forgets the file: the next append or open re-reads the
+    /// segment and cuts the torn tail.
+    fn cut_back(&self, tail: &mut Tail, file: &File, at: u64, first: u64) {
+        tail.len = at;
+        tail.next = first;
+        if file.set_len(at).and_then(|()| file.sync_data()).is_err() {
+            tail.file = None;
+        }
     }
 }
 
@@ -431,7 +623,7 @@ impl Backend for DirBackend {
 
     fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append> {
         let mut tail = self.tail.lock();
-        let _guard = self.lock_appends(true)?;
+        let guard = self.lock_appends(true)?;
         if self.access == Access::Shared || tail.file.is_none() {
             self.refresh(&mut tail, TornTail::Cut)?;
         }
@@ -441,38 +633,39 @@ impl Backend for DirBackend {
         if records.is_empty() {
             return Ok(Append::Appended);
         }
-        // Version 1 segments are read, never extended.
-        if tail
-            .file
-            .as_ref()
-            .is_none_or(|(_, layout)| *layout != Layout::V2)
-            || tail.len >= SEGMENT_BYTES
-        {
-            self.start_segment(&mut tail)?;
-        }
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.len() + frame::V2_HEADER).sum());
-        for r in records {
-            frame::push_frame(&mut buf, r, first);
-        }
-        let path = self.segment_path(*tail.segments.last().expect("a segment is open"));
-        let at = tail.len;
-        let (file, _) = tail.file.as_mut().expect("a segment is open");
-        let written = file
-            .seek(SeekFrom::Start(at))
-            .and_then(|_| file.write_all(&buf))
-            .and_then(|()| file.sync_data());
-        if let Err(e) = written {
-            // Nothing of a failed append may survive: cut it off again (a full disk still
-            // allows that). If even that fails, forget the file: the next append or open
-            // re-reads the segment and cuts the torn tail.
-            if file.set_len(at).and_then(|()| file.sync_data()).is_err() {
-                tail.file = None;
-            }
-            return Err(Error::io(format!("appending to {}", path.display()), e));
-        }
-        tail.len += buf.len() as u64;
-        tail.next += records.len() as u64;
+        self.append_locked(tail, guard, first, records)?;
         Ok(Append::Appended)
+    }
+
+    fn append_after(
+        &self,
+        from: u64,
+        catch_up: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+        build: &mut dyn FnMut(u64) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<Option<u64>> {
+        // One step under `append.lock`: no other participant can append in between, so
+        // what `build` decides on the caught-up state always lands.
+        let mut tail = self.tail.lock();
+        let guard = self.lock_appends(true)?;
+        if self.access == Access::Shared || tail.file.is_none() {
+            self.refresh(&mut tail, TornTail::Cut)?;
+        }
+        if from < tail.next {
+            let segments = tail.segments.clone();
+            self.read_segments(
+                &segments,
+                from,
+                &mut |pos, bytes| catch_up(pos, bytes).map(|()| true),
+                ReadLock::Held,
+            )?;
+        }
+        let next = tail.next;
+        let records = build(next)?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append_locked(tail, guard, next, &records)?;
+        Ok(Some(next))
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>) -> Result<u64> {
@@ -484,89 +677,7 @@ impl Backend for DirBackend {
             }
             tail.segments.clone()
         };
-        let Some(&oldest) = segments.first() else {
-            return Ok(from);
-        };
-        if from < oldest {
-            return Err(Error::Lagging {
-                needed: from,
-                first_available: oldest,
-            });
-        }
-        let start = segments.partition_point(|&first| first <= from) - 1;
-        let mut pos = from;
-        for (i, &first) in segments.iter().enumerate().skip(start) {
-            let last_segment = i + 1 == segments.len();
-            let path = self.segment_path(first);
-            let hint = *self.scan_hint.lock();
-            let hinted = hint.segment == first && hint.next <= pos && hint.offset > 0;
-            let (skip, seq) = if hinted {
-                (hint.offset, hint.next)
-            } else {
-                (0, first)
-            };
-            let bytes = {
-                // Shared logs: read under the shared lock, so no append is half-visible.
-                let _guard = self.lock_appends(false)?;
-                match read_from(&path, skip) {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && pos < first => {
-                        return Err(Error::Lagging {
-                            needed: pos,
-                            first_available: first,
-                        });
-                    }
-                    Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-                }
-            };
-            let (layout, body_at) = if hinted {
-                (hint.layout, 0)
-            } else {
-                (
-                    check_segment_header(&bytes[..], &path, first)?,
-                    SEGMENT_HEADER as usize,
-                )
-            };
-            let base = skip + body_at as u64;
-            let mut stopped = false;
-            let walked = frame::walk(&bytes[body_at..], layout, seq, |at, end, payload| {
-                if at < pos {
-                    return Ok(true);
-                }
-                *self.scan_hint.lock() = ScanHint {
-                    segment: first,
-                    layout,
-                    offset: base + end as u64,
-                    next: at + 1,
-                };
-                pos = at + 1;
-                let more = visit(at, payload)?;
-                stopped = !more;
-                Ok(more)
-            })
-            .map_err(walk_error(&path, base))?;
-            if stopped {
-                return Ok(pos);
-            }
-            if walked.torn && !last_segment {
-                return Err(Error::corrupt(
-                    format!("{} offset {}", path.display(), base + walked.end as u64),
-                    "a sealed segment ends in a torn record",
-                ));
-            }
-            if let Some(&next_first) = segments.get(i + 1)
-                && walked.next != next_first
-            {
-                return Err(Error::corrupt(
-                    path.display().to_string(),
-                    format!(
-                        "ends before record {}, but the next segment starts at {next_first}",
-                        walked.next
-                    ),
-                ));
-            }
-        }
-        Ok(pos)
+        self.read_segments(&segments, from, visit, ReadLock::Take)
     }
 
     fn save_snapshot(&self, seq: u64, bytes: &[u8]) -> Result<()> {

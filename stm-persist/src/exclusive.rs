@@ -7,7 +7,6 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use stm_core::{Transaction, atomically, try_atomically};
@@ -15,11 +14,9 @@ use stm_core::{Transaction, atomically, try_atomically};
 use crate::backend::Append;
 use crate::error::{Error, ExecuteError, Result};
 use crate::format::{self, Kind};
+use crate::gather::{Inside, gather};
 use crate::replay::Replica;
 use crate::store::{Command, State};
-
-/// How long a group commit waits for callers that are still running their transaction.
-const GATHER_FOR: Duration = Duration::from_micros(100);
 
 pub(crate) struct Exclusive<C: Command> {
     pub(crate) replica: Replica<C>,
@@ -47,22 +44,6 @@ struct Flush {
     durable: u64,
     /// A caller is writing a batch.
     flushing: bool,
-}
-
-/// Counts a caller in [`Exclusive::inside`] while it is inside `execute`.
-struct Inside<'a>(&'a AtomicUsize);
-
-impl<'a> Inside<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Inside(count)
-    }
-}
-
-impl Drop for Inside<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl<C: Command> Exclusive<C> {
@@ -189,17 +170,10 @@ impl<C: Command> Exclusive<C> {
 
     /// Appends every queued record (one write, one sync); returns the last durable position.
     fn write_batch(&self) -> Result<u64> {
-        // Group commit: callers inside `execute` without a queued record (running their
-        // transaction, or just woken from the last sync and about to return and come back)
-        // will queue one in a moment; wait for them, briefly, so that one sync covers them
-        // too. A lone caller never waits. (An atomic count, not the queue's lock: enqueuers
-        // hold the commit sequencer.)
-        let deadline = Instant::now() + GATHER_FOR;
-        while self.queued.load(Ordering::Acquire) < self.inside.load(Ordering::Acquire)
-            && Instant::now() < deadline
-        {
-            std::thread::yield_now();
-        }
+        // Callers inside `execute` without a queued record (running their transaction, or
+        // just woken from the last sync and about to return and come back) will queue one in
+        // a moment.
+        gather(&self.queued, &self.inside);
         let (first, batch) = {
             let mut q = self.queue.lock();
             self.queued.store(0, Ordering::Release);

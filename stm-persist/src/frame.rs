@@ -5,22 +5,22 @@
 //!
 //! - **Version 1** (read only): payload length (u32 LE), CRC-32 of the payload (u32 LE),
 //!   payload.
-//! - **Version 2** (written): payload length (u32 LE), the position of the first record of the
-//!   append (batch) this frame belongs to (u64 LE), CRC-32 of the payload (u32 LE), CRC-32 of
-//!   the 16 header bytes before it (u32 LE), payload. The header checksum means a damaged
-//!   length field is seen as damage at once, never taken for a frame that runs past the end of
-//!   the file.
+//! - **Version 2** (written): payload length (u32 LE), *settled* (u64 LE): a position such
+//!   that every record before it was durable when this frame was written (an exclusive log
+//!   writes the first position of the append, since it syncs each append before the next; a
+//!   shared log, whose participants sync after releasing the lock, writes the durable mark it
+//!   read), CRC-32 of the payload (u32 LE), CRC-32 of the 16 header bytes before it (u32 LE),
+//!   payload. The header checksum means a damaged length field is seen as damage at once,
+//!   never taken for a frame that runs past the end of the file.
 //!
 //! # The damage policy
 //!
 //! A frame that is not whole (bad checksum, bad header, or running past the end of the bytes)
-//! at position `s` is a **torn tail** if nothing valid that was appended *later* follows it:
-//! the bytes after it are cut. It is **damage** ([`Bad::Damaged`]) if a valid frame of a later
-//! append follows it, because an append starts only once every earlier one is durable: data
-//! that was durable has changed. Version 2 frames carry their batch's first position, so a
-//! valid frame of the *same* append after a bad one (a crash that persisted the pages of the
-//! last write out of order) is still a torn tail. Version 1 frames cannot tell, so any valid
-//! frame after a bad one is damage.
+//! at position `s` is **damage** ([`Bad::Damaged`]) if a valid frame follows it whose writer
+//! knew `s` to be durable (its *settled* is past `s`): data that was durable has changed.
+//! Otherwise it is a **torn tail**, the bytes of appends whose sync never completed (a crash
+//! may persist their pages in any order), and it is cut. Version 1 frames carry no such
+//! position, so any valid frame after a bad one is damage.
 
 /// Bytes of a version 1 frame header.
 const V1_HEADER: usize = 8;
@@ -49,11 +49,12 @@ impl Layout {
     }
 }
 
-/// Appends `payload` as one version 2 frame of the batch starting at position `batch_first`.
-pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], batch_first: u64) {
+/// Appends `payload` as one version 2 frame: every record before position `settled` is
+/// durable.
+pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], settled: u64) {
     let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&batch_first.to_le_bytes());
+    out.extend_from_slice(&settled.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     let header_crc = crc32fast::hash(&out[start..start + 16]);
     out.extend_from_slice(&header_crc.to_le_bytes());
@@ -63,10 +64,10 @@ pub(crate) fn push_frame(out: &mut Vec<u8>, payload: &[u8], batch_first: u64) {
 /// One parsed frame.
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed<'a> {
-    /// A whole, intact frame: its payload, its batch's first position (version 2), its length.
+    /// A whole, intact frame: its payload, its settled position (version 2), its length.
     Whole {
         payload: &'a [u8],
-        batch_first: Option<u64>,
+        settled: Option<u64>,
         len: usize,
     },
     /// A header that checks out, but the payload runs past the end of the bytes: torn.
@@ -84,7 +85,7 @@ fn le_u64(b: &[u8]) -> u64 {
 }
 
 fn parse(buf: &[u8], layout: Layout) -> Parsed<'_> {
-    let (header, len, batch_first, crc) = match layout {
+    let (header, len, settled, crc) = match layout {
         Layout::V1 => {
             if buf.len() < V1_HEADER {
                 return Parsed::Bad;
@@ -120,7 +121,7 @@ fn parse(buf: &[u8], layout: Layout) -> Parsed<'_> {
     }
     Parsed::Whole {
         payload,
-        batch_first,
+        settled,
         len: header + len,
     }
 }
@@ -169,15 +170,15 @@ pub(crate) fn walk<E>(
         match parse(&buf[at..], layout) {
             Parsed::Whole {
                 payload,
-                batch_first,
+                settled,
                 len,
             } => {
-                if batch_first.is_some_and(|b| b > next) {
+                if settled.is_some_and(|b| b > next) {
                     return Err(Ok(Bad::Damaged {
                         offset: at,
                         detail: format!(
-                            "the frame of record {next} says its append started at record {}",
-                            batch_first.unwrap_or_default()
+                            "the frame of record {next} says record {} was durable before it",
+                            settled.unwrap_or_default()
                         ),
                     }));
                 }
@@ -197,8 +198,8 @@ pub(crate) fn walk<E>(
                     return Err(Ok(Bad::Damaged {
                         offset: at,
                         detail: format!(
-                            "checksum mismatch at record {next}, with a valid record of a later \
-                             append at offset {later} after it"
+                            "checksum mismatch at record {next}, with a valid record written after \
+                             it was durable at offset {later}"
                         ),
                     }));
                 }
@@ -213,11 +214,11 @@ pub(crate) fn walk<E>(
     })
 }
 
-/// The offset of a valid frame after the bad one at `bad` that was appended after record
-/// `position` became durable, if there is one.
+/// The offset of a valid frame after the bad one at `bad` whose writer knew record `position`
+/// to be durable, if there is one.
 fn later_append_after(buf: &[u8], bad: usize, layout: Layout, position: u64) -> Option<usize> {
     (bad + 1..buf.len()).find(|&at| match parse(&buf[at..], layout) {
-        Parsed::Whole { batch_first, .. } => batch_first.is_none_or(|b| b > position),
+        Parsed::Whole { settled, .. } => settled.is_none_or(|b| b > position),
         Parsed::Short | Parsed::Bad => false,
     })
 }

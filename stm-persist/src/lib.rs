@@ -81,6 +81,7 @@ mod error;
 mod exclusive;
 mod format;
 mod frame;
+mod gather;
 #[cfg(feature = "postgres")]
 mod pg;
 mod replay;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use stm_core::{TxError, try_atomically};
+use stm_core::{StmError, TxError, try_atomically};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -91,16 +91,12 @@ impl<C: Command> Replica<C> {
     /// Applies a command whose record is in the log at `pos`. It committed once on this very
     /// state, so it must commit again, without blocking (a retry here would wait forever).
     pub(crate) fn apply_logged(&self, pos: u64, cmd: &C, record: &[u8]) -> Result<C::Output> {
-        let outcome = try_atomically(|tx| {
-            tx.or_else(
-                |tx| match cmd.apply(&self.state, tx) {
-                    Ok(out) => Ok(Ok(out)),
-                    Err(TxError::Abort(_)) => Ok(Err("apply rejected it")),
-                    Err(TxError::Stm(e)) => Err(e),
-                },
-                |_| Ok(Err("apply called retry")),
-            )?
-            .map_err(TxError::Abort)
+        let outcome = try_atomically(|tx| match cmd.apply(&self.state, tx) {
+            Ok(out) => Ok(out),
+            Err(TxError::Abort(_)) => Err(TxError::Abort("apply rejected it")),
+            // Not handed to the runtime, which would wait for a change that never comes.
+            Err(TxError::Stm(StmError::Retry)) => Err(TxError::Abort("apply called retry")),
+            Err(TxError::Stm(e)) => Err(TxError::Stm(e)),
         });
         outcome.map_err(|detail| Error::Replay {
             position: pos,

@@ -11,29 +11,33 @@
 //!    forward).
 //! 2. **Join the next batch**: the command goes into a queue. Whoever holds the appender lock
 //!    (the *leader*, the first caller to find it free) takes every queued command at once.
-//! 3. **Leader, under the appender lock**: roll forward; check the batch in one transaction
-//!    that never commits and never blocks (each command runs after the ones before it, inside
-//!    `or_else`, so a command that would now reject or wait is set aside without undoing the
-//!    others); compare-and-append the records of the accepted commands at the next positions,
-//!    in one append and one sync; on a conflict, roll forward and check again. Then apply the
-//!    appended commands through the replay path, in log order, and hand each caller its
-//!    output. A command set aside goes back to step 1 in its caller's thread.
+//! 3. **Leader, under the appender lock**, in one
+//!    [`Backend::append_after`](crate::Backend::append_after): catch up (apply what other
+//!    participants appended); check the batch in one transaction that never commits and never
+//!    blocks (each command runs after the ones before it, inside `or_else`, so a command that
+//!    would now reject or wait is set aside without undoing the others); append the records of
+//!    the accepted commands at the next positions, in one write and one sync. The directory
+//!    backend does all of it under its file lock, so it never loses the race; the default for
+//!    other backends is SPTM's loop (compare-and-append; on a conflict, catch up and check
+//!    again). Then apply the appended commands through the replay path, in log order, and hand
+//!    each caller its output. A command set aside goes back to step 1 in its caller's thread.
+//!    A caller leads only until its own command is decided, then hands the lead on.
 //!
 //! Only the holder of the appender lock changes the state (roll forward, apply), so the check
 //! under the lock sees exactly the state the commands are appended after, and replay on any
 //! replica repeats it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use stm_core::{TxError, retry, try_atomically};
+use stm_core::{Transaction, TxError, retry, try_atomically};
 
-use crate::backend::Append;
 use crate::error::{Error, ExecuteError, Result};
 use crate::format::{self, Kind};
+use crate::gather::{Inside, gather};
 use crate::replay::Replica;
 use crate::store::{Command, State};
 
@@ -43,6 +47,10 @@ pub(crate) struct Shared<C: Command> {
     appender: Mutex<()>,
     /// Commands that passed their dry run and wait for the next batch.
     pending: Mutex<Vec<Arc<Ticket<C>>>>,
+    /// How many `pending` holds (read without its lock).
+    queued: AtomicUsize,
+    /// Callers inside `execute`, except while their command waits in a `retry`.
+    active: AtomicUsize,
     /// Set when the store is dropped: the follower stops.
     stop: AtomicBool,
     /// The follower's last failure, reported by the next call.
@@ -56,6 +64,14 @@ struct Ticket<C: Command> {
     record: Mutex<Vec<u8>>,
     outcome: Mutex<Option<Outcome<C::Output>>>,
     decided: Condvar,
+}
+
+/// How a dry run ended (always by aborting: it never commits).
+enum DryRun<E> {
+    Fits,
+    Rejected(E),
+    /// It called `retry` (only when not allowed to block).
+    Waits,
 }
 
 enum Outcome<T> {
@@ -95,6 +111,8 @@ impl<C: Command> Shared<C> {
             replica,
             appender: Mutex::new(()),
             pending: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             follower_error: Mutex::new(None),
         })
@@ -113,29 +131,50 @@ impl<C: Command> Shared<C> {
             let _one = self.appender.lock();
             f()
         };
-        self.serve();
+        self.serve(None);
         result
     }
 
     /// Leads batches while commands are queued and nobody else holds the appender lock.
     /// Everyone who releases the lock calls this, so a queued command is never stranded.
-    fn serve(&self) {
-        while !self.pending.lock().is_empty() {
-            let Some(_one) = self.appender.try_lock() else {
+    ///
+    /// A caller of `execute` (`own` is its ticket) leads only until its own command is
+    /// decided, then hands the lead to a caller still queued, so that it can go and queue its
+    /// next command.
+    fn serve(&self, own: Option<&Ticket<C>>) {
+        let decided = || own.is_some_and(|t| t.outcome.lock().is_some());
+        while self.queued.load(Ordering::Acquire) > 0 {
+            let Some(one) = self.appender.try_lock() else {
                 return;
             };
-            loop {
-                let batch = std::mem::take(&mut *self.pending.lock());
+            while !decided() {
+                // Active callers that have not queued yet will in a moment.
+                gather(&self.queued, &self.active);
+                let batch = {
+                    let mut pending = self.pending.lock();
+                    self.queued.store(0, Ordering::Release);
+                    std::mem::take(&mut *pending)
+                };
                 if batch.is_empty() {
                     break;
                 }
                 self.commit_batch(&batch);
+            }
+            drop(one);
+            if decided() {
+                if let Some(next) = self.pending.lock().first() {
+                    // Under its lock, so that a caller between its check and its wait sees it.
+                    let _outcome = next.outcome.lock();
+                    next.decided.notify_all();
+                }
+                return;
             }
         }
     }
 
     pub(crate) fn execute(&self, kind: Kind, cmd: C) -> Result<C::Output, ExecuteError<C::Error>> {
         self.check_follower()?;
+        let _active = Inside::enter(&self.active);
         let record = format::encode_record(kind, cmd.name(), &cmd)?;
         let ticket = Arc::new(Ticket {
             cmd: Mutex::new(Some(cmd)),
@@ -148,22 +187,27 @@ impl<C: Command> Shared<C> {
                 let cmd = ticket.cmd.lock();
                 self.dry_run(cmd.as_ref().expect("the caller holds its command"))?;
             }
-            self.pending.lock().push(Arc::clone(&ticket));
-            self.serve();
+            {
+                let mut pending = self.pending.lock();
+                pending.push(Arc::clone(&ticket));
+                self.queued.store(pending.len(), Ordering::Release);
+            }
+            self.serve(Some(&ticket));
             let outcome = {
                 let mut outcome = ticket.outcome.lock();
                 loop {
                     if let Some(o) = outcome.take() {
                         break o;
                     }
-                    // The timeout only guards against a lost wake-up; `serve` hands every
-                    // queued batch to a leader.
-                    let timed_out = ticket
+                    // Woken undecided: the lead was handed over. The timeout only guards
+                    // against a lost wake-up.
+                    ticket
                         .decided
-                        .wait_for(&mut outcome, Duration::from_millis(1))
-                        .timed_out();
-                    if timed_out {
-                        parking_lot::MutexGuard::unlocked(&mut outcome, || self.serve());
+                        .wait_for(&mut outcome, Duration::from_millis(1));
+                    if outcome.is_none() {
+                        parking_lot::MutexGuard::unlocked(&mut outcome, || {
+                            self.serve(Some(&ticket));
+                        });
                     }
                 }
             };
@@ -175,79 +219,95 @@ impl<C: Command> Shared<C> {
         }
     }
 
-    /// Step 1: `apply` on the current state, abandoned. Waits while it retries.
+    /// Step 1: `apply` on the current state, abandoned. Waits while it retries, and meanwhile
+    /// does not count as active (a group commit does not wait for it).
     fn dry_run(&self, cmd: &C) -> Result<(), ExecuteError<C::Error>> {
-        let outcome: Result<(), Option<C::Error>> = try_atomically(|tx| {
-            cmd.apply(&self.replica.state, tx)
-                .map_err(|e| e.map_abort(Some))?;
-            Err(TxError::Abort(None))
-        });
+        let attempt = |block: bool| -> Result<(), DryRun<C::Error>> {
+            try_atomically(|tx| {
+                let ran = |tx: &mut Transaction| match cmd.apply(&self.replica.state, tx) {
+                    Ok(_) => Ok(Err(DryRun::Fits)),
+                    Err(TxError::Abort(e)) => Ok(Err(DryRun::Rejected(e))),
+                    Err(TxError::Stm(e)) => Err(e),
+                };
+                let outcome = if block {
+                    ran(tx)?
+                } else {
+                    tx.or_else(ran, |_| Ok(Err(DryRun::Waits)))?
+                };
+                outcome.map_err(TxError::Abort)
+            })
+        };
+        let outcome = match attempt(false) {
+            Err(DryRun::Waits) => {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                let outcome = attempt(true);
+                self.active.fetch_add(1, Ordering::AcqRel);
+                outcome
+            }
+            outcome => outcome,
+        };
         match outcome {
-            Err(Some(e)) => Err(ExecuteError::Rejected(e)),
-            Ok(()) | Err(None) => Ok(()),
+            Err(DryRun::Rejected(e)) => Err(ExecuteError::Rejected(e)),
+            Ok(()) | Err(DryRun::Fits | DryRun::Waits) => Ok(()),
         }
     }
 
-    /// Step 3, under the appender lock.
+    /// Step 3, under the appender lock: catch up, check, append, apply, in one
+    /// [`Backend::append_after`](crate::Backend::append_after).
     fn commit_batch(&self, batch: &[Arc<Ticket<C>>]) {
-        let fail_all = |e: Error| {
-            for t in batch {
-                t.decide(Outcome::Failed(e.again()));
+        let replica = &self.replica;
+        let mut accepted = Vec::new();
+        let landed = replica.backend.append_after(
+            replica.applied() + 1,
+            &mut |pos, bytes| {
+                replica.apply_record(pos, bytes)?;
+                replica.set_applied(pos);
+                Ok(())
+            },
+            &mut |next| {
+                accepted = self.check(batch);
+                let chosen = batch.iter().zip(&accepted).filter(|(_, ok)| **ok);
+                Ok(chosen
+                    .zip(next..)
+                    .map(|((t, _), pos)| {
+                        let mut record = t.record.lock();
+                        format::set_seq(&mut record, pos);
+                        record.clone()
+                    })
+                    .collect())
+            },
+        );
+        let mut chosen = batch.iter().zip(&accepted).filter(|(_, ok)| **ok);
+        match landed {
+            Ok(Some(first)) => {
+                for ((t, _), pos) in chosen.by_ref().zip(first..) {
+                    let cmd = t.cmd.lock();
+                    let cmd = cmd.as_ref().expect("queued with its command");
+                    let applied = replica.apply_logged(pos, cmd, &t.record.lock());
+                    replica.set_applied(pos);
+                    t.decide(match applied {
+                        Ok(out) => Outcome::Done(out),
+                        Err(e) => Outcome::Failed(e),
+                    });
+                }
             }
-        };
-        if let Err(e) = self.replica.roll_forward() {
-            return fail_all(e);
+            Ok(None) => {}
+            // Nothing was checked (catching up failed): every caller gets the error.
+            Err(e) if accepted.is_empty() => {
+                for t in batch {
+                    t.decide(Outcome::Failed(e.again()));
+                }
+            }
+            Err(e) => {
+                for (t, _) in chosen {
+                    t.decide(Outcome::Failed(e.again()));
+                }
+            }
         }
-        loop {
-            let accepted = self.check(batch);
-            let (ok, set_aside): (Vec<_>, Vec<_>) =
-                batch.iter().zip(&accepted).partition(|(_, ok)| **ok);
-            for (t, _) in set_aside {
+        // The rest would now reject or wait: their callers run them again.
+        for (t, ok) in batch.iter().zip(&accepted) {
+            if !ok {
                 t.decide(Outcome::Again);
-            }
-            if ok.is_empty() {
-                return;
-            }
-            let first = self.replica.applied() + 1;
-            let records: Vec<Vec<u8>> = ok
-                .iter()
-                .enumerate()
-                .map(|(i, (t, _))| {
-                    let mut record = t.record.lock();
-                    format::set_seq(&mut record, first + i as u64);
-                    record.clone()
-                })
-                .collect();
-            match self.replica.backend.append(first, &records) {
-                Ok(Append::Appended) => {
-                    for (i, ((t, _), record)) in ok.iter().zip(&records).enumerate() {
-                        let pos = first + i as u64;
-                        let cmd = t.cmd.lock();
-                        let cmd = cmd.as_ref().expect("queued with its command");
-                        let applied = self.replica.apply_logged(pos, cmd, record);
-                        self.replica.set_applied(pos);
-                        t.decide(match applied {
-                            Ok(out) => Outcome::Done(out),
-                            Err(e) => Outcome::Failed(e),
-                        });
-                    }
-                    return;
-                }
-                Ok(Append::Conflict { .. }) => {
-                    // Another participant appended first: catch up and check again.
-                    if let Err(e) = self.replica.roll_forward() {
-                        for (t, _) in &ok {
-                            t.decide(Outcome::Failed(e.again()));
-                        }
-                        return;
-                    }
-                }
-                Err(e) => {
-                    for (t, _) in &ok {
-                        t.decide(Outcome::Failed(e.again()));
-                    }
-                    return;
-                }
             }
         }
     }

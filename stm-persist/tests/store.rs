@@ -362,3 +362,41 @@ fn reads_combine_with_other_transactional_code() {
     assert_eq!(total, INITIAL + 11);
     assert_eq!(bank.read(|b, tx| b.0[1].read(tx)), INITIAL + 1);
 }
+
+/// A command that replays differently from how it ran (here: it waits on replay) is reported
+/// as `Error::Replay`, naming the record; replay never blocks.
+#[test]
+fn a_command_that_waits_on_replay_is_a_replay_error_not_a_hang() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use stm_persist::Command;
+    use stmx::{Transaction, TxError};
+    static REPLAYING: AtomicBool = AtomicBool::new(false);
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Fickle;
+
+    impl Command for Fickle {
+        type State = Bank;
+        type Output = ();
+        type Error = String;
+        fn apply(&self, bank: &Bank, tx: &mut Transaction) -> Result<(), TxError<String>> {
+            bank.0[0].modify(tx, |b| b + 1)?;
+            // Not deterministic: exactly what a command must not do.
+            stmx::guard(!REPLAYING.load(Ordering::SeqCst))?;
+            Ok(())
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    Store::<Fickle>::open(dir.path(), Bank::new)
+        .unwrap()
+        .execute(Fickle)
+        .unwrap();
+    REPLAYING.store(true, Ordering::SeqCst);
+    let err = Store::<Fickle>::open(dir.path(), Bank::new).unwrap_err();
+    assert!(
+        matches!(&err, Error::Replay { position: 1, name, .. } if name == "Fickle"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retry"), "{err}");
+}
