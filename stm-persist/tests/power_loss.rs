@@ -5,7 +5,8 @@
 //!
 //! Both need root and `mount` (CI has them); elsewhere they print a notice and pass.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
@@ -14,41 +15,50 @@ use serde::{Deserialize, Serialize};
 use stm_persist::{Command, Error, ExecuteError, State, Store};
 use stmx::{StmResult, TVar, Transaction, TxError};
 
-const CHILD_ENV: &str = "STMX_POWER_LOSS_CHILD_DIR";
+use common::{next, read_acks, spawn_child};
 
-/// The values pushed so far, in order.
-struct Pushed(TVar<Vec<u64>>);
+const CHILD_ENV: &str = "STMX_POWER_LOSS_CHILD_DIR";
+const SHARED_ENV: &str = "STMX_POWER_LOSS_SHARED";
+
+const WRITERS: usize = 4;
+
+/// The values each writer pushed so far, in order.
+struct Pushed(Vec<TVar<Vec<u64>>>);
 
 impl State for Pushed {
-    type Image = Vec<u64>;
-    fn image(&self, tx: &mut Transaction) -> StmResult<Vec<u64>> {
-        self.0.read(tx)
+    type Image = Vec<Vec<u64>>;
+    fn image(&self, tx: &mut Transaction) -> StmResult<Vec<Vec<u64>>> {
+        self.0.iter().map(|w| w.read(tx)).collect()
     }
-    fn from_image(v: Vec<u64>) -> Self {
-        Pushed(TVar::new(v))
+    fn from_image(v: Vec<Vec<u64>>) -> Self {
+        Pushed(v.into_iter().map(TVar::new).collect())
     }
 }
 
-/// Pushes `.0`, which must be the current length, with `.1` as ballast for the log.
+/// Writer `.0` pushes `.1`, which must be the length of its list, with `.2` as ballast.
 #[derive(Serialize, Deserialize)]
-struct Push(u64, Vec<u8>);
+struct Push(usize, u64, Vec<u8>);
 
 impl Command for Push {
     type State = Pushed;
     type Output = ();
     type Error = String;
     fn apply(&self, s: &Pushed, tx: &mut Transaction) -> Result<(), TxError<String>> {
-        let mut v = s.0.read(tx)?;
-        if v.len() as u64 != self.0 {
-            return Err(TxError::Abort(format!("push {} onto {}", self.0, v.len())));
+        let mut v = s.0[self.0].read(tx)?;
+        if v.len() as u64 != self.1 {
+            return Err(TxError::Abort(format!("push {} onto {}", self.1, v.len())));
         }
-        v.push(self.0);
-        Ok(s.0.write(tx, v)?)
+        v.push(self.1);
+        Ok(s.0[self.0].write(tx, v)?)
     }
 }
 
+fn empty() -> Pushed {
+    Pushed::from_image(vec![Vec::new(); WRITERS])
+}
+
 fn open(dir: &Path) -> stm_persist::Result<Store<Push>> {
-    Store::open(dir, || Pushed(TVar::new(Vec::new())))
+    Store::open(dir, empty)
 }
 
 fn run(cmd: &str, args: &[&str]) -> bool {
@@ -82,26 +92,44 @@ fn skip(test: &str, why: &str) {
     eprintln!("NOTICE: {test} skipped: {why}");
 }
 
-/// The child: pushes forever, printing `ack N` once `execute(Push(N))` returned.
+/// The child: `WRITERS` threads push forever, printing `ack W N` once `execute` returned.
+/// Exclusive: one store, which also snapshots. Shared: two participants (stores on the one
+/// directory, as two processes would be) with two writers each.
 #[test]
 fn power_loss_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let store = open(Path::new(&dir)).unwrap();
-    let mut n = store.read(|s, tx| s.0.read(tx)).len() as u64;
-    loop {
-        store.execute(Push(n, vec![7; 300])).unwrap();
-        println!("ack {n}");
-        n += 1;
-        if n.is_multiple_of(100) {
-            store.snapshot().unwrap();
+    let dir = Path::new(&dir);
+    let shared = std::env::var_os(SHARED_ENV).is_some_and(|v| !v.is_empty());
+    let stores: Vec<Store<Push>> = if shared {
+        (0..2)
+            .map(|_| Store::open_shared(dir, empty).unwrap())
+            .collect()
+    } else {
+        vec![open(dir).unwrap()]
+    };
+    let start = stores[0].read(|s, tx| s.image(tx));
+    std::thread::scope(|s| {
+        for (w, from) in start.iter().enumerate() {
+            let store = &stores[w % stores.len()];
+            let from = from.len() as u64;
+            s.spawn(move || {
+                for n in from.. {
+                    store.execute(Push(w, n, vec![7; 300])).unwrap();
+                    println!("ack {w} {n}");
+                    if !shared && w == 0 && n.is_multiple_of(100) {
+                        store.snapshot().unwrap();
+                    }
+                }
+            });
         }
-    }
+    });
 }
 
-#[test]
-fn after_a_power_loss_every_acknowledged_command_is_there() {
+/// Runs the child on a loop-mounted ext4 image, cuts the power (copies the image) at random
+/// moments, and checks that the copy opens with every acknowledged command.
+fn power_loss_rounds(shared: bool) {
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let image = work.path().join("fs.img");
     std::fs::write(&image, []).unwrap();
@@ -122,65 +150,68 @@ fn after_a_power_loss_every_acknowledged_command_is_there() {
         );
     };
     let store_dir = live.0.join("store");
-    let exe = std::env::current_exe().unwrap();
     let mut seed = 0x5DEE_CE66_D1CE_4E5B_u64;
     let rounds = if cfg!(debug_assertions) { 4 } else { 10 };
     let mut acked_any = false;
     for round in 0..rounds {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let mut child = Process::new(&exe)
-            .args([
-                "power_loss_child",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &store_dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let shared_env = std::ffi::OsStr::new(if shared { "1" } else { "" });
+        let mut child = spawn_child(
+            "power_loss_child",
+            &[(CHILD_ENV, store_dir.as_os_str()), (SHARED_ENV, shared_env)],
+        );
         let stdout = child.stdout.take().unwrap();
-        std::thread::sleep(Duration::from_millis(50 + seed % 150));
+        std::thread::sleep(Duration::from_millis(50 + next(&mut seed) % 150));
         child.kill().unwrap();
         // The power cut: what reached the device, now.
         let copy = work.path().join("cut.img");
         std::fs::copy(&image, &copy).unwrap();
         child.wait().unwrap();
-        let acked = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse::<u64>().ok()))
-            .max();
+        let acked = read_acks(stdout, WRITERS);
         let cut = Mount::new(
             work.path().join("cut"),
             &["-o", "loop", copy.to_str().unwrap()],
         )
         .expect("mounting the copy");
-        let values = open(&cut.0.join("store"))
+        let reopened = if shared {
+            Store::open_shared(cut.0.join("store"), empty)
+        } else {
+            open(&cut.0.join("store"))
+        };
+        let lists = reopened
             .unwrap_or_else(|e| {
                 panic!("round {round}: the store does not open after a power cut: {e}")
             })
-            .read(|s, tx| s.0.read(tx));
+            .read(|s, tx| s.image(tx));
         drop(cut);
         std::fs::remove_file(&copy).unwrap();
-        let len = values.len() as u64;
-        assert!(
-            values.iter().copied().eq(0..len),
-            "round {round}: lost or duplicated"
-        );
-        if let Some(acked) = acked {
-            acked_any = true;
+        for (w, values) in lists.iter().enumerate() {
+            let len = values.len() as u64;
             assert!(
-                len > acked,
-                "round {round}: {len} values after acknowledging 0..={acked}"
+                values.iter().copied().eq(0..len),
+                "round {round}: writer {w} lost or duplicated"
             );
+            if let Some(acked) = acked[w] {
+                acked_any = true;
+                assert!(
+                    len > acked,
+                    "round {round}: writer {w}: {len} values after acknowledging 0..={acked}"
+                );
+            }
         }
-        eprintln!("round {round}: acked {acked:?}, {len} values after the cut");
+        let lens: Vec<usize> = lists.iter().map(Vec::len).collect();
+        eprintln!("round {round}: acked {acked:?}, {lens:?} values after the cut");
     }
     assert!(acked_any, "the child never got to acknowledge a command");
+}
+
+#[test]
+fn after_a_power_loss_every_acknowledged_command_is_there() {
+    power_loss_rounds(false);
+}
+
+#[test]
+fn after_a_power_loss_a_shared_log_has_every_acknowledged_command() {
+    power_loss_rounds(true);
 }
 
 #[test]
@@ -197,7 +228,7 @@ fn on_a_full_disk_execute_fails_and_the_store_keeps_exactly_what_was_acknowledge
     {
         let store = open(&dir).unwrap();
         let err = loop {
-            match store.execute(Push(acked, vec![1; 2_000])) {
+            match store.execute(Push(0, acked, vec![1; 2_000])) {
                 Ok(()) => acked += 1,
                 Err(e) => break e,
             }
@@ -209,14 +240,14 @@ fn on_a_full_disk_execute_fails_and_the_store_keeps_exactly_what_was_acknowledge
         assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {err}");
         // The store's memory may hold the failed command: it refuses more.
         assert!(matches!(
-            store.execute(Push(acked + 1, Vec::new())),
+            store.execute(Push(0, acked + 1, Vec::new())),
             Err(ExecuteError::Store(Error::Poisoned))
         ));
         assert!(store.snapshot().is_err(), "no room for a snapshot either");
     }
     // Reopened on the still-full disk: exactly the acknowledged commands.
     let store = open(&dir).unwrap();
-    let values = store.read(|s, tx| s.0.read(tx));
+    let values = store.read(|s, tx| s.0[0].read(tx));
     assert_eq!(values, (0..acked).collect::<Vec<_>>());
     assert!(acked > 10, "only {acked} commands fitted");
 }
