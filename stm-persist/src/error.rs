@@ -96,6 +96,11 @@ pub enum Error {
         /// The position the log was at.
         found: u64,
     },
+    /// In a shared store, a command in the same group commit as this one panicked while the
+    /// leader checked or applied it (its `apply` behaves differently from one run to the
+    /// next). This command's record may or may not be in the log:
+    /// [`Store::sync`](crate::Store::sync) shows.
+    CommandPanicked,
     /// An error reported by a backend (PostgreSQL, or your own).
     Backend(String),
 }
@@ -157,6 +162,7 @@ impl Error {
                 expected: *expected,
                 found: *found,
             },
+            Error::CommandPanicked => Error::CommandPanicked,
             Error::Backend(msg) => Error::Backend(msg.clone()),
         }
     }
@@ -219,6 +225,10 @@ impl fmt::Display for Error {
                 "another process appended to this exclusive log (this store was about to \
                  append record {expected}, the log was at {found}); open shared logs with \
                  Store::open_shared"
+            ),
+            Error::CommandPanicked => f.write_str(
+                "a command committed in the same group as this one panicked; this command's \
+                 record may or may not be in the log (sync() shows)",
             ),
             Error::Backend(msg) => write!(f, "log backend: {msg}"),
         }

@@ -90,6 +90,27 @@ impl<C: Command> Ticket<C> {
     }
 }
 
+/// If the leader unwinds (a command panicked in the check or in its apply), decides every
+/// ticket of the batch still undecided as failed, so that no caller waits forever. What was
+/// applied stays applied; a record appended but not applied is applied by the next roll
+/// forward, so memory stays a prefix of the log.
+struct FailOnUnwind<'a, C: Command>(&'a [Arc<Ticket<C>>]);
+
+impl<C: Command> Drop for FailOnUnwind<'_, C> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for t in self.0 {
+            let mut outcome = t.outcome.lock();
+            if outcome.is_none() {
+                *outcome = Some(Outcome::Failed(Error::CommandPanicked));
+                t.decided.notify_all();
+            }
+        }
+    }
+}
+
 impl<C: Command> Shared<C> {
     /// Rolls forward over the loaded snapshot.
     pub(crate) fn open(replica: Replica<C>) -> Result<Self> {
@@ -255,6 +276,7 @@ impl<C: Command> Shared<C> {
     /// Step 3, under the appender lock: catch up, check, append, apply, in one
     /// [`Backend::append_after`](crate::Backend::append_after).
     fn commit_batch(&self, batch: &[Arc<Ticket<C>>]) {
+        let _unwinding = FailOnUnwind(batch);
         let replica = &self.replica;
         let mut accepted = Vec::new();
         let landed = replica.backend.append_after(
@@ -382,4 +404,77 @@ pub(crate) fn spawn_follower<C: Command>(
             }
         })
         .expect("spawning the follower thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use serde::{Deserialize, Serialize};
+    use stm_core::{StmResult, TVar, Transaction, TxError};
+
+    use super::*;
+    use crate::DirBackend;
+
+    struct Counter(TVar<u64>);
+
+    impl State for Counter {
+        type Image = u64;
+        fn image(&self, tx: &mut Transaction) -> StmResult<u64> {
+            self.0.read(tx)
+        }
+        fn from_image(n: u64) -> Self {
+            Counter(TVar::new(n))
+        }
+    }
+
+    /// `Add(n, true)` panics whenever it runs: a command whose dry run passed in its caller's
+    /// thread but whose check panics in the leader's.
+    #[derive(Serialize, Deserialize)]
+    struct Add(u64, bool);
+
+    impl Command for Add {
+        type State = Counter;
+        type Output = u64;
+        type Error = ();
+        fn apply(&self, c: &Counter, tx: &mut Transaction) -> Result<u64, TxError<()>> {
+            assert!(!self.1, "a command that panics in the leader");
+            c.0.modify(tx, |n| n + self.0)?;
+            Ok(c.0.read(tx)?)
+        }
+    }
+
+    fn ticket(cmd: Add) -> Arc<Ticket<Add>> {
+        let record = format::encode_record(Kind::Command, cmd.name(), &cmd).unwrap();
+        Arc::new(Ticket {
+            cmd: Mutex::new(Some(cmd)),
+            record: Mutex::new(record),
+            outcome: Mutex::new(None),
+            decided: Condvar::new(),
+        })
+    }
+
+    #[test]
+    fn a_panic_in_the_leader_fails_the_rest_of_its_batch_instead_of_stranding_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Box::new(DirBackend::open_shared(dir.path()).unwrap());
+        let replica = Replica::<Add>::load(backend, None, || Counter(TVar::new(0))).unwrap();
+        let shared = Shared::open(replica).unwrap();
+        let batch = [ticket(Add(1, false)), ticket(Add(2, true))];
+        let led = catch_unwind(AssertUnwindSafe(|| shared.commit_batch(&batch)));
+        assert!(led.is_err(), "the check panicked");
+        for t in &batch {
+            assert!(
+                matches!(
+                    *t.outcome.lock(),
+                    Some(Outcome::Failed(Error::CommandPanicked))
+                ),
+                "every caller of the batch is told"
+            );
+        }
+        // The store goes on: nothing was appended, the next batch commits.
+        let next = [ticket(Add(5, false))];
+        shared.commit_batch(&next);
+        assert!(matches!(*next[0].outcome.lock(), Some(Outcome::Done(5))));
+    }
 }
