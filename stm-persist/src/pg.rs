@@ -129,40 +129,40 @@ impl Backend for PgBackend {
     }
 
     fn append(&self, first: u64, records: &[Vec<u8>]) -> Result<Append> {
-        let mut client = self.client.lock();
-        let mut tx = client.transaction().map_err(pg("beginning an append"))?;
-        // The first insert is the compare: it lands only if the log ends just before `first`;
-        // the primary key turns a racing append at the same position into a conflict.
-        for (i, record) in records.iter().enumerate() {
-            let seq = (first + i as u64) as i64;
-            let inserted = tx.execute(
-                "INSERT INTO stmx_log (log, seq, record)
-                 SELECT $1::text, $2::bigint, $3::bytea
-                 WHERE (SELECT COALESCE(MAX(seq), 0) FROM stmx_log WHERE log = $1::text)
-                     = $2::bigint - 1",
-                &[&self.log, &seq, record],
-            );
-            match inserted {
-                Ok(1) => {}
-                Ok(_) => {
-                    drop(tx);
-                    return Ok(Append::Conflict {
-                        next: self.next_in(&mut client)?,
-                    });
-                }
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    drop(tx);
-                    return Ok(Append::Conflict {
-                        next: self.next_in(&mut client)?,
-                    });
-                }
-                Err(e) => return Err(pg("appending")(e)),
-            }
+        if records.is_empty() {
+            let next = self.next_position()?;
+            return Ok(if next == first {
+                Append::Appended
+            } else {
+                Append::Conflict { next }
+            });
         }
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &self.log])
-            .map_err(pg("notifying"))?;
-        tx.commit().map_err(pg("committing an append"))?;
-        Ok(Append::Appended)
+        let mut client = self.client.lock();
+        // One statement, so one round trip and atomic on its own: the rows land only if the
+        // log ends just before `first` (the compare), and the primary key turns a racing
+        // append at the same positions into a conflict. Followers are notified when they land.
+        let inserted = client.query_one(
+            "WITH ins AS (
+                 INSERT INTO stmx_log (log, seq, record)
+                 SELECT $1::text, $2::bigint + s.i - 1, s.r
+                 FROM unnest($3::bytea[]) WITH ORDINALITY AS s(r, i)
+                 WHERE (SELECT COALESCE(MAX(seq), 0) FROM stmx_log WHERE log = $1::text)
+                     = $2::bigint - 1
+                 RETURNING 1)
+             SELECT n, CASE WHEN n > 0 THEN pg_notify($4, $1) END::text
+             FROM (SELECT count(*) AS n FROM ins) AS c",
+            &[&self.log, &(first as i64), &records, &CHANNEL],
+        );
+        match inserted {
+            Ok(row) if row.get::<_, i64>(0) == records.len() as i64 => Ok(Append::Appended),
+            Ok(_) => Ok(Append::Conflict {
+                next: self.next_in(&mut client)?,
+            }),
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Ok(Append::Conflict {
+                next: self.next_in(&mut client)?,
+            }),
+            Err(e) => Err(pg("appending")(e)),
+        }
     }
 
     fn scan(&self, from: u64, visit: &mut dyn FnMut(u64, &[u8]) -> Result<bool>) -> Result<u64> {
