@@ -315,7 +315,19 @@ impl DirBackend {
     /// Starts a new segment whose first record will be `tail.next`. The header is written to
     /// a temporary file that is renamed into place, so a crash never leaves a segment with a
     /// torn header.
+    ///
+    /// The segment it seals is synced first. A shared log's participants sync after releasing
+    /// `append.lock`, so its last records may not be durable yet; a torn end of a sealed
+    /// segment is damage (records after it, in the new segment, would otherwise outlive
+    /// records before them).
     fn start_segment(&self, tail: &mut Tail) -> Result<()> {
+        if let Some((sealed, _)) = &tail.file {
+            let path = self.segment_path(*tail.segments.last().expect("a segment is open"));
+            sealed.sync_data().map_err(io_err(format!(
+                "syncing {} before sealing it",
+                path.display()
+            )))?;
+        }
         let first = tail.next;
         let path = self.segment_path(first);
         let tmp = path.with_extension("seg.tmp");

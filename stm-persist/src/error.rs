@@ -78,8 +78,9 @@ pub enum Error {
         /// The first position still in the log.
         first_available: u64,
     },
-    /// An earlier write to the log failed after its transaction committed in memory: memory is
-    /// ahead of the log, so the store refuses further commands. Reopen it.
+    /// An earlier write to the log failed (or the backend panicked) after its transaction
+    /// committed in memory: memory is ahead of the log, so the store refuses further
+    /// commands. Reopen it.
     Poisoned,
     /// A command or a snapshot image could not be serialized (the log is unchanged).
     Serialize {

@@ -155,9 +155,18 @@ impl<C: Command> Exclusive<C> {
                 continue;
             }
             f.flushing = true;
-            let written = MutexGuard::unlocked(&mut f, || self.write_batch());
+            let written = MutexGuard::unlocked(&mut f, || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write_batch()))
+            });
             f.flushing = false;
             self.flushed.notify_all();
+            // A backend that panicked may or may not have written the batch: like a failed
+            // write, the store is poisoned, and the waiters are told instead of waiting forever
+            // for a writer that is gone.
+            let written = written.unwrap_or_else(|panic| {
+                self.poisoned.store(true, Ordering::Release);
+                std::panic::resume_unwind(panic)
+            });
             match written {
                 Ok(durable) => f.durable = durable,
                 Err(e) => {

@@ -20,7 +20,8 @@ const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 8 + 4;
 pub(crate) enum Kind {
     /// [`Store::execute`](crate::Store::execute): ordered after every record before it.
     Command = 0,
-    /// [`Store::record`](crate::Store::record): commutes with everything, appended blindly.
+    /// [`Store::record`](crate::Store::record): marked as commuting with every other command;
+    /// appended and replayed like the others.
     Recorded = 1,
 }
 

@@ -24,6 +24,23 @@ impl Drop for Inside<'_> {
     }
 }
 
+/// Takes a counted caller out of the count while it lives: a caller whose command waits in a
+/// `retry` will not queue a record soon, so a group commit must not wait for it.
+pub(crate) struct Away<'a>(&'a AtomicUsize);
+
+impl<'a> Away<'a> {
+    pub(crate) fn leave(count: &'a AtomicUsize) -> Self {
+        count.fetch_sub(1, Ordering::AcqRel);
+        Away(count)
+    }
+}
+
+impl Drop for Away<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// Waits until `queued` reaches `inside` (every caller inside has queued its record), for at
 /// most [`GATHER_FOR`]. A lone caller never waits. Atomic counts, not the queue's lock:
 /// enqueuers may hold the commit sequencer.

@@ -65,11 +65,11 @@ impl<C: Command> Replica<C> {
     /// Replays one record: the transaction checker, decoding, then `apply`.
     pub(crate) fn apply_record(&self, pos: u64, bytes: &[u8]) -> Result<()> {
         let cmd = self.decode(pos, bytes)?;
-        self.apply_logged(pos, &cmd, bytes).map(drop)
+        self.apply_logged(pos, &cmd).map(drop)
     }
 
     /// Decodes a record, checking its name against the allowlist first.
-    pub(crate) fn decode(&self, pos: u64, bytes: &[u8]) -> Result<C> {
+    fn decode(&self, pos: u64, bytes: &[u8]) -> Result<C> {
         let view = format::view_record(bytes, pos)?;
         if let Some(allow) = &self.allow
             && !allow.contains(view.name)
@@ -90,7 +90,7 @@ impl<C: Command> Replica<C> {
 
     /// Applies a command whose record is in the log at `pos`. It committed once on this very
     /// state, so it must commit again, without blocking (a retry here would wait forever).
-    pub(crate) fn apply_logged(&self, pos: u64, cmd: &C, record: &[u8]) -> Result<C::Output> {
+    pub(crate) fn apply_logged(&self, pos: u64, cmd: &C) -> Result<C::Output> {
         let outcome = try_atomically(|tx| match cmd.apply(&self.state, tx) {
             Ok(out) => Ok(out),
             Err(TxError::Abort(_)) => Err(TxError::Abort("apply rejected it")),
@@ -100,8 +100,8 @@ impl<C: Command> Replica<C> {
         });
         outcome.map_err(|detail| Error::Replay {
             position: pos,
-            name: format::view_record(record, pos)
-                .map_or_else(|_| "?".to_string(), |v| v.name.to_string()),
+            // The name the record carries: it was written from this very command.
+            name: cmd.name().to_string(),
             detail: detail.to_string(),
         })
     }

@@ -37,7 +37,7 @@ use stm_core::{Transaction, TxError, retry, try_atomically};
 
 use crate::error::{Error, ExecuteError, Result};
 use crate::format::{self, Kind};
-use crate::gather::{Inside, gather};
+use crate::gather::{Away, Inside, gather};
 use crate::replay::Replica;
 use crate::store::{Command, State};
 
@@ -59,9 +59,11 @@ pub(crate) struct Shared<C: Command> {
 
 /// One command waiting in a batch, and what became of it.
 struct Ticket<C: Command> {
-    /// The command; its caller takes it back if it is set aside.
-    cmd: Mutex<Option<C>>,
-    record: Mutex<Vec<u8>>,
+    /// The command. Locked by its caller for the dry run and by the leader for the check and
+    /// the apply; never by both (the ticket is queued only between dry runs).
+    cmd: Mutex<C>,
+    /// The encoded command; each append copies it and writes in its position.
+    record: Vec<u8>,
     outcome: Mutex<Option<Outcome<C::Output>>>,
     decided: Condvar,
 }
@@ -198,16 +200,13 @@ impl<C: Command> Shared<C> {
         let _active = Inside::enter(&self.active);
         let record = format::encode_record(kind, cmd.name(), &cmd)?;
         let ticket = Arc::new(Ticket {
-            cmd: Mutex::new(Some(cmd)),
-            record: Mutex::new(record),
+            cmd: Mutex::new(cmd),
+            record,
             outcome: Mutex::new(None),
             decided: Condvar::new(),
         });
         loop {
-            {
-                let cmd = ticket.cmd.lock();
-                self.dry_run(cmd.as_ref().expect("the caller holds its command"))?;
-            }
+            self.dry_run(&ticket.cmd.lock())?;
             {
                 let mut pending = self.pending.lock();
                 pending.push(Arc::clone(&ticket));
@@ -260,10 +259,8 @@ impl<C: Command> Shared<C> {
         };
         let outcome = match attempt(false) {
             Err(DryRun::Waits) => {
-                self.active.fetch_sub(1, Ordering::AcqRel);
-                let outcome = attempt(true);
-                self.active.fetch_add(1, Ordering::AcqRel);
-                outcome
+                let _away = Away::leave(&self.active);
+                attempt(true)
             }
             outcome => outcome,
         };
@@ -292,9 +289,9 @@ impl<C: Command> Shared<C> {
                 Ok(chosen
                     .zip(next..)
                     .map(|((t, _), pos)| {
-                        let mut record = t.record.lock();
+                        let mut record = t.record.clone();
                         format::set_seq(&mut record, pos);
-                        record.clone()
+                        record
                     })
                     .collect())
             },
@@ -303,9 +300,7 @@ impl<C: Command> Shared<C> {
         match landed {
             Ok(Some(first)) => {
                 for ((t, _), pos) in chosen.by_ref().zip(first..) {
-                    let cmd = t.cmd.lock();
-                    let cmd = cmd.as_ref().expect("queued with its command");
-                    let applied = replica.apply_logged(pos, cmd, &t.record.lock());
+                    let applied = replica.apply_logged(pos, &t.cmd.lock());
                     replica.set_applied(pos);
                     t.decide(match applied {
                         Ok(out) => Outcome::Done(out),
@@ -341,7 +336,6 @@ impl<C: Command> Shared<C> {
             let mut verdicts = Vec::with_capacity(batch.len());
             for t in batch {
                 let cmd = t.cmd.lock();
-                let cmd = cmd.as_ref().expect("queued with its command");
                 let ok = tx.or_else(
                     |tx| match cmd.apply(&self.replica.state, tx) {
                         Ok(_) => Ok(true),
@@ -447,8 +441,8 @@ mod tests {
     fn ticket(cmd: Add) -> Arc<Ticket<Add>> {
         let record = format::encode_record(Kind::Command, cmd.name(), &cmd).unwrap();
         Arc::new(Ticket {
-            cmd: Mutex::new(Some(cmd)),
-            record: Mutex::new(record),
+            cmd: Mutex::new(cmd),
+            record,
             outcome: Mutex::new(None),
             decided: Condvar::new(),
         })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 
-use stm_persist::{Append, Backend, DirBackend, Error, Mode, Options, Store};
+use stm_persist::{Append, Backend, DirBackend, Error, ExecuteError, Mode, Options, Store};
 
 fn file_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
@@ -109,12 +109,7 @@ fn a_shared_waiting_command_sees_another_participants_deposit_through_the_follow
 #[test]
 fn a_damaged_length_field_is_corruption_not_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let bank = Store::<Op>::open(dir.path(), Bank::new).unwrap();
-        for _ in 0..40 {
-            bank.execute(Op::Deposit { to: 0, amount: 1 }).unwrap();
-        }
-    }
+    drop(with_deposits(dir.path(), 0, 40));
     let seg = dir.path().join("log-00000000000000000001.seg");
     let mut bytes = fs::read(&seg).unwrap();
     let len = bytes.len();
@@ -129,13 +124,25 @@ fn a_damaged_length_field_is_corruption_not_a_torn_tail() {
     assert_eq!(fs::read(&seg).unwrap().len(), len, "nothing was cut");
 }
 
+/// Deposits 1 into account `to`, `n` times, each durable.
+fn deposit(bank: &Store<Op>, to: usize, n: usize) {
+    for _ in 0..n {
+        bank.execute(Op::Deposit { to, amount: 1 }).unwrap();
+    }
+}
+
+/// An exclusive store in `dir` after `n` deposits into account `to`.
+fn with_deposits(dir: &Path, to: usize, n: usize) -> Store<Op> {
+    let bank = Store::<Op>::open(dir, Bank::new).unwrap();
+    deposit(&bank, to, n);
+    bank
+}
+
 /// Four rounds of ten deposits, each followed by a snapshot; the snapshot files left.
 fn deposits_and_snapshots(dir: &Path) -> Vec<PathBuf> {
     let bank = Store::<Op>::open(dir, Bank::new).unwrap();
     for _ in 0..4 {
-        for _ in 0..10 {
-            bank.execute(Op::Deposit { to: 2, amount: 1 }).unwrap();
-        }
+        deposit(&bank, 2, 10);
         bank.snapshot().unwrap();
     }
     file_named(dir, "snap-")
@@ -177,20 +184,9 @@ fn when_no_snapshot_can_be_used_the_damage_is_the_error_naming_the_file() {
 #[test]
 fn a_snapshot_past_the_end_of_the_log_does_not_lock_the_store() {
     let donor = tempfile::tempdir().unwrap();
-    {
-        let bank = Store::<Op>::open(donor.path(), Bank::new).unwrap();
-        for _ in 0..12 {
-            bank.execute(Op::Deposit { to: 1, amount: 1 }).unwrap();
-        }
-        assert_eq!(bank.snapshot().unwrap(), 12);
-    }
+    assert_eq!(with_deposits(donor.path(), 1, 12).snapshot().unwrap(), 12);
     let dir = tempfile::tempdir().unwrap();
-    {
-        let bank = Store::<Op>::open(dir.path(), Bank::new).unwrap();
-        for _ in 0..10 {
-            bank.execute(Op::Deposit { to: 1, amount: 1 }).unwrap();
-        }
-    }
+    drop(with_deposits(dir.path(), 1, 10));
     let snap = file_named(donor.path(), "snap-").pop().unwrap();
     fs::copy(&snap, dir.path().join(snap.file_name().unwrap())).unwrap();
     for _ in 0..2 {
@@ -210,6 +206,22 @@ struct SlowLog {
     inner: DirBackend,
     durable: AtomicU64,
     violations: Arc<AtomicU64>,
+    /// Appends panic (after their 30 ms) instead of writing.
+    panics: bool,
+    /// Appends begun.
+    appends: Arc<AtomicU64>,
+}
+
+impl SlowLog {
+    fn new(dir: &Path, violations: &Arc<AtomicU64>, panics: bool) -> Self {
+        SlowLog {
+            inner: DirBackend::open_exclusive(dir).unwrap(),
+            durable: AtomicU64::new(0),
+            violations: Arc::clone(violations),
+            panics,
+            appends: Arc::new(AtomicU64::new(0)),
+        }
+    }
 }
 
 impl Backend for SlowLog {
@@ -217,7 +229,9 @@ impl Backend for SlowLog {
         self.inner.next_position()
     }
     fn append(&self, first: u64, records: &[Vec<u8>]) -> stm_persist::Result<Append> {
+        self.appends.fetch_add(1, Ordering::SeqCst);
         thread::sleep(Duration::from_millis(30));
+        assert!(!self.panics, "a backend that panics");
         let appended = self.inner.append(first, records)?;
         if appended == Append::Appended {
             self.durable
@@ -255,11 +269,7 @@ impl Backend for SlowLog {
 fn a_snapshot_never_covers_records_that_are_not_durable() {
     let dir = tempfile::tempdir().unwrap();
     let violations = Arc::new(AtomicU64::new(0));
-    let log = SlowLog {
-        inner: DirBackend::open_exclusive(dir.path()).unwrap(),
-        durable: AtomicU64::new(0),
-        violations: Arc::clone(&violations),
-    };
+    let log = SlowLog::new(dir.path(), &violations, false);
     let bank = Options::new()
         .open_backend::<Op>(log, Mode::Exclusive, Bank::new)
         .unwrap();
@@ -279,4 +289,42 @@ fn a_snapshot_never_covers_records_that_are_not_durable() {
         0,
         "a snapshot covered records not durable"
     );
+}
+
+/// A backend that panics in the middle of a group commit: the caller that was writing gets
+/// the panic, the callers waiting for that batch get `Poisoned` instead of waiting forever.
+#[test]
+fn a_panicking_backend_poisons_the_store_instead_of_stranding_its_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SlowLog::new(dir.path(), &Arc::new(AtomicU64::new(0)), true);
+    let appends = Arc::clone(&log.appends);
+    let bank = Arc::new(
+        Options::new()
+            .open_backend::<Op>(log, Mode::Exclusive, Bank::new)
+            .unwrap(),
+    );
+    let writer = {
+        let bank = Arc::clone(&bank);
+        thread::spawn(move || bank.execute(Op::Deposit { to: 0, amount: 1 }))
+    };
+    while appends.load(Ordering::SeqCst) == 0 {
+        thread::sleep(Duration::from_millis(1)); // until the writer is inside its append
+    }
+    let (told, waiter) = mpsc::channel();
+    let waiting = Arc::clone(&bank);
+    thread::spawn(move || {
+        let _ = told.send(waiting.execute(Op::Deposit { to: 1, amount: 1 }));
+    });
+    let outcome = waiter
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a caller waiting for the batch was stranded");
+    assert!(
+        matches!(outcome, Err(ExecuteError::Store(Error::Poisoned))),
+        "{outcome:?}"
+    );
+    assert!(writer.join().is_err(), "the writing caller gets the panic");
+    assert!(matches!(
+        bank.execute(Op::Deposit { to: 2, amount: 1 }),
+        Err(ExecuteError::Store(Error::Poisoned))
+    ));
 }

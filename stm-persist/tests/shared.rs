@@ -52,7 +52,7 @@ fn a_participant_that_lost_the_race_re_runs_its_command_on_the_new_state() {
 }
 
 #[test]
-fn recorded_commands_are_appended_without_re_running() {
+fn recorded_commands_are_logged_and_replayed_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let a = Store::<Op>::open_shared(dir.path(), Bank::new).unwrap();
     let b = Store::<Op>::open_shared(dir.path(), Bank::new).unwrap();
