@@ -14,8 +14,10 @@
 //!
 //! # Conflicts and retry
 //!
-//! The engine is TL2: a global version clock, a versioned lock word per variable, writes
-//! buffered until commit, commit-time locking and read validation. A transaction whose snapshot
+//! The engine is TL2: a version clock, a versioned lock word per variable, writes buffered
+//! until commit, commit-time locking and read validation. The clock is advanced lazily, by
+//! readers that meet a newer version, never by every commit, so commits on disjoint data share
+//! no cache line. A transaction whose snapshot
 //! is overtaken by another commit restarts (a *conflict*: [`StmError::Conflict`], propagated by
 //! `?`), after a short randomized backoff; one that keeps losing eventually runs alone among
 //! writers, so it cannot starve. Read-only transactions take no lock and do no atomic

@@ -28,9 +28,9 @@ const SERIAL_AFTER: u32 = 12;
 /// The position of a commit in the process-wide commit order, as passed to
 /// [`Transaction::while_committing`] hooks.
 ///
-/// Versions are unique and increase with the serialization order; they are not dense (every
-/// writing transaction takes one, hooked or not) and start again when the process restarts, so
-/// they order commits within one process run, nothing more.
+/// Only commits that carry such a hook take a version. Versions are unique and increase with
+/// the serialization order of those commits; they start again when the process restarts, so
+/// they order hooked commits within one process run, nothing more.
 ///
 /// # Examples
 ///

@@ -231,3 +231,40 @@ fn loom_ordered_hooks_run_in_serialization_order() {
         assert_eq!((x.load_with(|v| *v), y.load_with(|v| *v)), (rx, ry));
     });
 }
+
+/// The lazy clock: a writer of `x` and `y` takes its version from the clock without storing
+/// it; meanwhile this thread commits `z` (also without moving the clock), then reads `z`, meets
+/// a version above its snapshot and moves the clock past both versions. It must then see `x`
+/// and `y` both old or both new: the clock passed the first writer's version only after that
+/// writer had locked both. Weaken the `SeqCst` ends of that argument (the lock and clock
+/// accesses, and `clock::sc_fence` in loom builds) to `Acquire`/`Release`, and loom finds the
+/// torn read.
+#[test]
+fn loom_a_clock_moved_by_a_reader_never_splits_a_commit() {
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let y = TVarHandle::new(0_i64);
+        let z = TVarHandle::new(0_i64);
+        let (x2, y2) = (x.clone(), y.clone());
+        let both = thread::spawn(move || {
+            commit_loop(|tx| {
+                tx.write(&x2, 1);
+                tx.write(&y2, 1);
+                Ok(())
+            })
+        });
+        commit_loop(|tx| {
+            tx.write(&z, 1);
+            Ok(())
+        });
+        commit_loop(|tx| {
+            // No yield before `x`: a yield lets the writer run to the end first.
+            tx.read(&z, |v| *v)?;
+            let a = tx.read(&x, |v| *v)?;
+            let b = read(tx, &y)?;
+            assert_eq!(a, b, "a reader saw half of a commit");
+            Ok(())
+        });
+        both.join().unwrap();
+    });
+}

@@ -170,8 +170,8 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         }
     }
 
-    /// Commits `value` alone: lock (waiting for it), tick, publish, unlock. Returns the replaced
-    /// word, whose `WAITER_BIT` tells whether waiters must be woken.
+    /// Commits `value` alone: lock (waiting for it), take a write version, publish, unlock.
+    /// Returns the replaced word, whose `WAITER_BIT` tells whether waiters must be woken.
     pub(crate) fn store(
         &self,
         value: T,
@@ -187,7 +187,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
                 None => backoff_spin(&mut spins),
             }
         };
-        let wv = clock.tick();
+        let wv = clock.write_version(prev.version());
         let guard = reclaim::pin();
         // SAFETY: we hold the lock (taken above), `new` is a fresh box, `guard` pins us.
         unsafe { raw.publish(new, &guard, retired) };

@@ -209,7 +209,7 @@ impl RawTx {
             }
             if pre.version() > self.rv {
                 // Newer than our snapshot: move the snapshot forward if nothing we read changed.
-                self.extend()?;
+                self.extend(pre.version())?;
                 continue;
             }
             let ptr = raw.load_value();
@@ -223,9 +223,10 @@ impl RawTx {
         }
     }
 
-    /// Lazy snapshot extension: if every read is still current, the snapshot holds at `now`.
-    fn extend(&mut self) -> Result<(), Conflict> {
-        let now = self.clock.now();
+    /// Lazy snapshot extension to at least `seen` (a version met by a read): if every read is
+    /// still current after the clock says `now >= seen`, the snapshot holds at `now`.
+    fn extend(&mut self, seen: u64) -> Result<(), Conflict> {
+        let now = self.clock.observe(seen);
         if self.validate(false) {
             self.rv = now;
             Ok(())
@@ -360,14 +361,16 @@ impl RawTx {
         self.commit_ordered(None)
     }
 
-    /// [`commit`](Self::commit), running `ordered` with the write version once the commit can
+    /// [`commit`](Self::commit), running `ordered` with a sequence number once the commit can
     /// no longer fail, before anything is published.
     ///
-    /// With `ordered`, the commit takes the process-wide sequencer (`clock::sequencer`) before
-    /// its write version and releases it after `ordered` returned, so ordered hooks run one at a
-    /// time, in write-version order, which is the serialization order: a transaction that
-    /// depends on another (read its writes, overwrote them, or overwrote what it read) gets a
-    /// larger write version. Read-only transactions take this path too when `ordered` is given.
+    /// With `ordered`, the commit takes the process-wide sequencer (`clock::sequencer`) after
+    /// locking its write set and before validating, and releases it after `ordered` returned,
+    /// so ordered hooks run one at a time, numbered in that order, which is the serialization
+    /// order: if B depends on A (read its writes, overwrote them, or overwrote what A read),
+    /// directly or through unhooked commits, A held the sequencer before B could take it (A
+    /// validated under it, and B's dependency arose only after A's locks or validation).
+    /// Read-only transactions take this path too when `ordered` is given.
     /// If `ordered` panics, the commit publishes nothing, releases every lock and the panic
     /// propagates.
     pub(crate) fn commit_ordered(
@@ -377,6 +380,7 @@ impl RawTx {
         if self.writes.is_empty() && ordered.is_none() {
             return Ok(());
         }
+        let mut floor = 0;
         for i in 0..self.writes.len() {
             // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
             let lock = &unsafe { &*self.writes[i].header }.lock;
@@ -392,23 +396,32 @@ impl RawTx {
                 spin_loop();
             };
             match locked_from {
-                Some(word) => self.writes[i].locked_from = word,
+                Some(word) => {
+                    floor = floor.max(word.version());
+                    self.writes[i].locked_from = word;
+                }
                 None => {
                     self.unlock_unchanged(i);
                     return Err(Conflict);
                 }
             }
         }
-        let sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
-        let wv = self.clock.tick();
-        // TL2: if no other writer took a version since our snapshot, nothing we read changed.
-        if wv != self.rv + 1 && !self.validate(true) {
+        let mut sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
+        let wv = self.clock.write_version(floor);
+        // Always validated: other writers take versions without moving the clock, so `wv` says
+        // nothing about whether one committed since our snapshot (`clock` module docs).
+        if !self.reads.is_empty() && !self.validate(true) {
             drop(sequenced);
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
         }
         if let Some(hook) = ordered {
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(wv)));
+            let seq = sequenced
+                .as_deref_mut()
+                .expect("ordered commits hold the sequencer");
+            *seq += 1;
+            let number = *seq;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(number)));
             drop(sequenced);
             if let Err(panic) = ran {
                 self.unlock_unchanged(self.writes.len());

@@ -64,11 +64,12 @@ impl VersionedLock {
         }
     }
 
-    /// The current word. `Acquire`: a reader that then loads the value slot sees the value that
-    /// was published before this version was stored.
+    /// The current word. `Acquire` at least: a reader that then loads the value slot sees the
+    /// value that was published before this version was stored. `SeqCst` for the clock's
+    /// argument (`clock` module docs); on x86-64 and AArch64 that is the same instruction.
     #[inline]
     pub(crate) fn load(&self) -> Word {
-        Word(self.state.load(Ordering::Acquire))
+        Word(self.state.load(Ordering::SeqCst))
     }
 
     /// Takes the lock if it is free, returning the word it replaced.
@@ -82,7 +83,8 @@ impl VersionedLock {
             .compare_exchange(
                 current,
                 current | LOCK_BIT,
-                Ordering::Acquire,
+                // `Acquire` for the value slot; `SeqCst` for the clock (`clock` module docs).
+                Ordering::SeqCst,
                 Ordering::Relaxed,
             )
             .ok()
