@@ -36,9 +36,13 @@
 //!
 //! # Memory reclamation
 //!
-//! A write installs a new boxed value; the replaced one is freed through crossbeam-epoch once
-//! no transaction that could be reading it is still running. Variables themselves are freed
-//! the same way after their last handle is dropped.
+//! A write installs a new boxed value; the replaced one is dropped once no transaction that
+//! could be reading it is still running (crossbeam-epoch tells when), by the thread that
+//! replaced it, which keeps the memory of small values (up to 128 bytes) for its next writes
+//! instead of returning it to the allocator. Variables themselves are freed through the epoch
+//! after their last handle is dropped. A thread that stops running transactions keeps the
+//! values it replaced last (up to a few thousand) until it runs another transaction, calls
+//! [`collect_garbage`], or exits.
 //!
 //! # Examples
 //!
@@ -109,9 +113,11 @@ pub mod __private {
 /// Frees, as far as possible now, the values replaced by earlier commits.
 ///
 /// Replaced values are normally freed lazily, a little at a time, as transactions run; this
-/// pushes the calling thread's deferred frees out and collects what no running transaction can
+/// pushes the calling thread's deferred frees out and drops what no running transaction can
 /// still see. Best effort: values that a transaction on another thread may still be reading
-/// stay. Useful in tests that count drops, and before measuring memory.
+/// stay, and so do values replaced by *other* threads: each thread drops the values it
+/// replaced, when it next starts a transaction, calls this function, or exits. Useful in tests
+/// that count drops, and before measuring memory.
 ///
 /// # Examples
 ///
@@ -123,6 +129,5 @@ pub mod __private {
 /// collect_garbage(); // the 1 KiB vector is freed now rather than later
 /// ```
 pub fn collect_garbage() {
-    transaction::flush_retired();
-    raw::reclaim::collect();
+    transaction::collect_retired();
 }

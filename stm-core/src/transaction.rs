@@ -424,11 +424,13 @@ pub(crate) fn with_idle_transaction<R>(f: impl FnOnce(&mut Transaction) -> R) ->
     }
 }
 
-/// Hands the calling thread's buffered replaced values to the epoch.
-pub(crate) fn flush_retired() {
+/// Hands the calling thread's buffered replaced values to the epoch, lets the epoch collect,
+/// then frees the values whose grace period has passed.
+pub(crate) fn collect_retired() {
     with_idle_transaction(|tx| {
-        let guard = crate::raw::reclaim::pin();
-        tx.raw.retired().flush(&guard);
+        tx.raw.retired().flush(&crate::raw::reclaim::pin());
+        crate::raw::reclaim::collect();
+        tx.raw.retired().reclaim();
     });
 }
 

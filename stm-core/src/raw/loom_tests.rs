@@ -167,7 +167,7 @@ fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
         let b = TVarHandle::new(0_i64);
         let b2 = b.clone();
         let t = thread::spawn(move || {
-            let mut retired = super::reclaim::RetireBuffer::default();
+            let mut retired = super::reclaim::Recycler::default();
             let replaced = b2.store(1, clock::global(), &mut retired);
             wake_after_store(b2.raw().header(), replaced);
         });

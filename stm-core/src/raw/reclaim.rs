@@ -5,6 +5,10 @@
 
 #[cfg(not(stm_loom))]
 use std::cell::Cell;
+use std::collections::VecDeque;
+
+use super::alloc::Pool;
+use crate::sync::{Arc, AtomicU64, Ordering};
 
 #[cfg(not(stm_loom))]
 pub(crate) use crossbeam_epoch::{Guard, pin};
@@ -30,7 +34,7 @@ pub(crate) fn pin() -> Guard {
 /// be sound (`T: Send`; every `RawTVar<T>` is built with `T: Send + Sync`).
 pub(crate) unsafe fn retire<T>(ptr: *mut T) {
     /// Frees a `Box<T>` made by `Box::into_raw`.
-    unsafe fn free<T>(ptr: *mut ()) {
+    unsafe fn free<T>(ptr: *mut (), _: Option<&mut Pool>) {
         // SAFETY: `ptr` is the `Box<T>` handed to `retire`, freed once (the caller's duty).
         drop(unsafe { Box::from_raw(ptr.cast::<T>()) });
     }
@@ -77,7 +81,7 @@ thread_local! {
 ///
 /// # Safety
 ///
-/// As for [`RetireBuffer`]'s items: unlinked, retired once, freeable on any thread.
+/// As for [`Recycler`]'s items: unlinked, retired once, freeable on any thread.
 #[cfg(not(stm_loom))]
 unsafe fn defer_all(guard: &Guard, items: Vec<Retired>) {
     struct Batch(Vec<Retired>);
@@ -111,7 +115,7 @@ fn run_deferred(items: Vec<Retired>) {
     for item in items {
         // SAFETY: each item is an unlinked box retired once whose grace period has passed
         // (`defer_all`'s contract), freed exactly once, here.
-        unsafe { (item.free)(item.ptr) };
+        unsafe { (item.free)(item.ptr, None) };
     }
     if outermost.is_none() {
         return;
@@ -130,73 +134,155 @@ fn run_deferred(items: Vec<Retired>) {
     }
 }
 
-/// A replaced value waiting to be freed: a `Box<T>` and the function that frees that `T`.
+/// A replaced value waiting to be freed: a value box and the function that drops and frees it
+/// (into a [`Pool`] when the freeing thread has one).
 #[derive(Debug)]
 pub(crate) struct Retired {
     pub(crate) ptr: *mut (),
-    pub(crate) free: unsafe fn(*mut ()),
+    pub(crate) free: unsafe fn(*mut (), Option<&mut Pool>),
 }
 
-/// A thread's replaced values, handed to the epoch in batches.
+/// One thread's replaced values, from retirement to reuse of their blocks by the same thread.
 ///
-/// One `defer` per value would make crossbeam-epoch seal a ~2 KiB bag every 64 values, and that
-/// large allocation makes the system allocator consolidate every small freed value: batching
-/// cuts both. Deferring later than the unlink is always safe, only a little less prompt.
+/// Values are retired in batches of [`BATCH`](Self::BATCH). A full batch waits in `waiting`
+/// under a sequence number `n`, and the epoch is given a tiny closure that raises `done` to
+/// `n` once every thread pinned at that moment has unpinned. The owning thread, when it starts
+/// its next transactions ([`reclaim`](Self::reclaim)), drops the values of every batch up to
+/// `done` itself and keeps their blocks in its [`Pool`] for its next writes: values are
+/// dropped by the thread that retired them, and neither a cross-thread `free` nor a `malloc`
+/// happens on the write path once the pool is warm.
+///
+/// Raising `done` to `n` also covers every earlier batch: a thread pinned when batch `m < n`
+/// was deferred was either still pinned when batch `n` was deferred (and has unpinned since) or
+/// had already unpinned. A thread that exits hands its unfinished batches to the epoch.
 ///
 /// # Invariants
 ///
-/// Every item's `ptr` is an unlinked box, retired once, that `free` frees and that may be freed
-/// on any thread (the duties of [`push`](Self::push)).
-#[derive(Debug, Default)]
-pub(crate) struct RetireBuffer {
-    items: Vec<Retired>,
+/// Every item in `current` and `waiting` is an unlinked box, retired once, that its `free`
+/// drops and frees, and that may be freed on any thread (the duties of [`push`](Self::push)).
+/// Batches in `waiting` have increasing numbers, all below `next`.
+#[derive(Debug)]
+pub(crate) struct Recycler {
+    pool: Pool,
+    current: Vec<Retired>,
+    waiting: VecDeque<(u64, Vec<Retired>)>,
+    spare: Vec<Vec<Retired>>,
+    next: u64,
+    done: Arc<AtomicU64>,
 }
 
-impl RetireBuffer {
-    /// Values per deferred batch; `32 * 16` bytes stays below allocator size classes that
-    /// trigger consolidation.
-    const BATCH: usize = 32;
+impl Default for Recycler {
+    fn default() -> Self {
+        Self {
+            pool: Pool::default(),
+            current: Vec::new(),
+            waiting: VecDeque::new(),
+            spare: Vec::new(),
+            next: 1,
+            done: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
 
-    /// Adds `item`, deferring the batch once it is full.
+impl Recycler {
+    /// Values per batch.
+    const BATCH: usize = 32;
+    /// Emptied batch vectors kept for reuse. The epoch completes batches in groups (a bag of
+    /// 64 deferred closures at a time), so about that many are in flight in a steady state.
+    const KEEP_SPARE: usize = 256;
+
+    /// The thread's pool of free value blocks.
+    #[inline]
+    pub(crate) fn pool(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    /// Adds `item`, handing the batch to the epoch once it is full.
     ///
     /// # Safety
     ///
     /// As for [`retire`]: `item.ptr` is unlinked and retired once, `item.free` is its matching
     /// free function, and freeing it on another thread is sound.
+    #[inline]
     pub(crate) unsafe fn push(&mut self, guard: &Guard, item: Retired) {
-        self.items.push(item);
-        if self.items.len() >= Self::BATCH {
+        self.current.push(item);
+        if self.current.len() >= Self::BATCH {
             self.flush(guard);
         }
     }
 
-    /// Defers everything buffered so far.
+    /// Hands the current batch to the epoch.
     pub(crate) fn flush(&mut self, guard: &Guard) {
-        if self.items.is_empty() {
+        if self.current.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.items, Vec::with_capacity(Self::BATCH));
+        let fresh = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(Self::BATCH));
+        let batch = std::mem::replace(&mut self.current, fresh);
+        let number = self.next;
+        self.next += 1;
+        self.waiting.push_back((number, batch));
         #[cfg(not(stm_loom))]
-        // SAFETY: the items are unlinked, retired once and freeable anywhere (invariant on
-        // `RetireBuffer`).
-        unsafe {
-            defer_all(guard, batch);
+        {
+            let done = Arc::clone(&self.done);
+            // `Release` pairs with `reclaim`'s `Acquire`: the owner frees only after every
+            // reader the epoch waited for has finished with the values.
+            guard.defer(move || done.fetch_max(number, Ordering::Release));
         }
         #[cfg(stm_loom)]
-        {
-            // Leaked on purpose, like everything retired under loom (see the module docs).
-            let _ = guard;
-            for item in batch {
-                let _ = (item.ptr, item.free);
+        let _ = guard;
+    }
+
+    /// Drops the values of every batch whose grace period has passed, keeping their blocks.
+    #[inline]
+    pub(crate) fn reclaim(&mut self) {
+        let Some(&(oldest, _)) = self.waiting.front() else {
+            return;
+        };
+        let done = self.done.load(Ordering::Acquire);
+        if oldest > done {
+            return;
+        }
+        self.reclaim_up_to(done);
+    }
+
+    #[cold]
+    fn reclaim_up_to(&mut self, done: u64) {
+        while self.waiting.front().is_some_and(|&(n, _)| n <= done) {
+            let (_, mut batch) = self.waiting.pop_front().expect("checked non-empty");
+            for item in batch.drain(..) {
+                // SAFETY: the batch's grace period has passed (`done` covers it, see the type
+                // docs), and each item is an unlinked box retired once (invariant).
+                unsafe { (item.free)(item.ptr, Some(&mut self.pool)) };
+            }
+            if self.spare.len() < Self::KEEP_SPARE {
+                self.spare.push(batch);
             }
         }
     }
 }
 
-impl Drop for RetireBuffer {
+impl Drop for Recycler {
     fn drop(&mut self) {
-        if !self.items.is_empty() {
-            self.flush(&pin());
+        let mut items = std::mem::take(&mut self.current);
+        for (_, batch) in self.waiting.drain(..) {
+            items.extend(batch);
+        }
+        if items.is_empty() {
+            return;
+        }
+        #[cfg(not(stm_loom))]
+        // SAFETY: the items are unlinked, retired once and freeable anywhere (invariant on
+        // `Recycler`); deferring them again only delays them.
+        unsafe {
+            defer_all(&pin(), items);
+        }
+        #[cfg(stm_loom)]
+        {
+            // Leaked on purpose, like everything retired under loom (see the module docs).
+            let _ = items;
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use super::reclaim::{self, Guard, RetireBuffer, Retired};
+use super::alloc::{self, Pool};
+use super::reclaim::{self, Guard, Recycler, Retired};
 use super::versioned_lock::{VersionedLock, Word};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, fence, spin_loop, yield_now};
 
@@ -29,7 +30,8 @@ impl Header {
 ///
 /// # Invariants
 ///
-/// - `value` always points to a live `Box<T>` holding the last committed value. It changes only
+/// - `value` always points to a live value box (`alloc::box_value::<T>`) holding the last
+///   committed value. It changes only
 ///   while `header.lock` is held; the replaced box is retired through the epoch, never freed
 ///   directly, so a reader that loaded the pointer while pinned may read through it until it
 ///   unpins. A published value is never mutated.
@@ -45,9 +47,9 @@ pub(crate) struct RawTVar<T> {
 impl<T> Drop for RawTVar<T> {
     fn drop(&mut self) {
         let ptr = self.value.load(Ordering::Relaxed);
-        // SAFETY: we are the last owner (see `TVarHandle::drop`); `value` points to a live
-        // `Box<T>` by the invariant on `RawTVar`, no longer reachable by anyone.
-        drop(unsafe { Box::from_raw(ptr) });
+        // SAFETY: we are the last owner (see `TVarHandle::drop`); `value` points to a live value
+        // box by the invariant on `RawTVar`, no longer reachable by anyone.
+        unsafe { alloc::free_value(ptr, None) };
     }
 }
 
@@ -69,9 +71,9 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
     ///
     /// # Safety
     ///
-    /// The caller holds `header.lock`, `new` came from `Box::into_raw` and is handed over, and
-    /// `guard` pins the current thread.
-    pub(crate) unsafe fn publish(&self, new: *mut T, guard: &Guard, retired: &mut RetireBuffer) {
+    /// The caller holds `header.lock`, `new` came from `alloc::box_value::<T>` and is handed
+    /// over, and `guard` pins the current thread.
+    pub(crate) unsafe fn publish(&self, new: *mut T, guard: &Guard, retired: &mut Recycler) {
         debug_assert!(self.header.lock.load().is_locked());
         // Only the lock holder stores, so a plain load + store is enough (no swap).
         let old = self.value.load(Ordering::Relaxed);
@@ -81,7 +83,8 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
             free: Self::drop_pending,
         };
         // SAFETY: `old` was the published box (invariant on `RawTVar`), just unlinked under the
-        // lock, so nobody else retires it; `drop_pending` frees a `Box<T>`; `T: Send`.
+        // lock, so nobody else retires it; `drop_pending` frees a value box of this `T`;
+        // `T: Send`.
         unsafe { retired.push(guard, old) };
     }
 
@@ -90,12 +93,12 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
     /// # Safety
     ///
     /// `header` is the header of a live `RawTVar<T>` (this very `T`), and the duties of
-    /// `publish` hold with `new` a `Box<T>` pointer.
+    /// `publish` hold with `new` a value box of this `T`.
     pub(crate) unsafe fn publish_erased(
         header: *const Header,
         new: *mut (),
         guard: &Guard,
-        retired: &mut RetireBuffer,
+        retired: &mut Recycler,
     ) {
         // SAFETY: `Header` is the first field of the `#[repr(C)]` `RawTVar<T>`, and the caller
         // says `header` belongs to a `RawTVar<T>` of this `T`.
@@ -104,14 +107,15 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         unsafe { raw.publish(new.cast::<T>(), guard, retired) }
     }
 
-    /// Frees a pending (never published) value.
+    /// Drops and frees a value box of this `T` (pending, or retired after its grace period),
+    /// into `pool` if given.
     ///
     /// # Safety
     ///
-    /// `pending` came from `Box::<T>::into_raw` and is not used again.
-    pub(crate) unsafe fn drop_pending(pending: *mut ()) {
+    /// `pending` came from `alloc::box_value::<T>`, holds a value, and is not used again.
+    pub(crate) unsafe fn drop_pending(pending: *mut (), pool: Option<&mut Pool>) {
         // SAFETY: the caller's duty.
-        drop(unsafe { Box::from_raw(pending.cast::<T>()) });
+        unsafe { alloc::free_value(pending.cast::<T>(), pool) };
     }
 }
 
@@ -137,7 +141,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
                 lock: VersionedLock::new(0),
                 refs: AtomicUsize::new(1),
             },
-            value: AtomicPtr::new(Box::into_raw(Box::new(value))),
+            value: AtomicPtr::new(alloc::box_value(None, value)),
         });
         Self {
             ptr: NonNull::from(Box::leak(raw)),
@@ -176,10 +180,10 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         &self,
         value: T,
         clock: &super::clock::Clock,
-        retired: &mut RetireBuffer,
+        retired: &mut Recycler,
     ) -> Word {
         let raw = self.raw();
-        let new = Box::into_raw(Box::new(value));
+        let new = alloc::box_value(Some(retired.pool()), value);
         let mut spins = 0_u32;
         let prev = loop {
             match raw.header.lock.try_lock() {

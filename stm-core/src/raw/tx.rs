@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::alloc::{self, Pool};
 use super::clock::{self, Clock};
 use super::parking::{self, WaitRegistry, Waiter};
-use super::reclaim::{self, Guard, RetireBuffer};
+use super::reclaim::{self, Guard, Recycler};
 use super::tvar::{Header, RawTVar, TVarHandle, same_version};
 use super::versioned_lock::Word;
 use crate::sync::{Arc, spin_loop};
@@ -34,13 +35,14 @@ struct ReadEntry {
 }
 
 /// `publish` / `drop_pending` of the entry's `T`: see [`RawTVar::publish_erased`].
-type PublishFn = unsafe fn(*const Header, *mut (), &Guard, &mut RetireBuffer);
-type DropFn = unsafe fn(*mut ());
+type PublishFn = unsafe fn(*const Header, *mut (), &Guard, &mut Recycler);
+type DropFn = unsafe fn(*mut (), Option<&mut Pool>);
 
 #[derive(Debug)]
 struct WriteEntry {
     header: *const Header,
-    /// A `Box<T>` for the `T` of `header`'s variable; moved into the variable by `publish`.
+    /// A value box (`alloc::box_value`) for the `T` of `header`'s variable; moved into the
+    /// variable by `publish`.
     pending: *mut (),
     publish: PublishFn,
     drop_pending: DropFn,
@@ -114,8 +116,9 @@ pub(crate) struct RawTx {
     nest: usize,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
-    /// Values replaced by this thread's commits, on their way to the epoch.
-    retired: RetireBuffer,
+    /// Values replaced by this thread's commits, on their way through the epoch back into this
+    /// thread's pool of value blocks.
+    retired: Recycler,
 }
 
 impl RawTx {
@@ -131,12 +134,12 @@ impl RawTx {
             undo: Vec::new(),
             nest: 0,
             scratch: Vec::new(),
-            retired: RetireBuffer::default(),
+            retired: Recycler::default(),
         }
     }
 
     /// The thread's buffer of replaced values (for commits made outside `commit`).
-    pub(crate) fn retired(&mut self) -> &mut RetireBuffer {
+    pub(crate) fn retired(&mut self) -> &mut Recycler {
         &mut self.retired
     }
 
@@ -144,6 +147,7 @@ impl RawTx {
     #[inline]
     pub(crate) fn begin(&mut self) {
         debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
+        self.retired.reclaim();
         self.guard = Some(reclaim::pin());
         self.rv = self.clock.now();
     }
@@ -182,7 +186,7 @@ impl RawTx {
         if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
-            // SAFETY: the entry for `tv`'s header holds a live `Box<T>` of this `T`
+            // SAFETY: the entry for `tv`'s header holds a live value box of this `T`
             // (invariants on `RawTx`); we hand out a shared borrow that ends with `f`.
             return Ok(f(unsafe { &*self.writes[i].pending.cast::<T>() }));
         }
@@ -264,8 +268,8 @@ impl RawTx {
             Some(i) => {
                 // The entry belongs to an enclosing alternative: keep its value for rollback.
                 let entry = &mut self.writes[i];
-                let old =
-                    std::mem::replace(&mut entry.pending, Box::into_raw(Box::new(value)).cast());
+                let new = alloc::box_value(Some(self.retired.pool()), value);
+                let old = std::mem::replace(&mut entry.pending, new.cast());
                 self.undo.push(Undo {
                     index: i,
                     pending: old,
@@ -276,7 +280,7 @@ impl RawTx {
                 let index = self.writes.len();
                 self.writes.push(WriteEntry {
                     header,
-                    pending: Box::into_raw(Box::new(value)).cast(),
+                    pending: alloc::box_value(Some(self.retired.pool()), value).cast(),
                     publish: RawTVar::<T>::publish_erased,
                     drop_pending: RawTVar::<T>::drop_pending,
                     locked_from: Word::UNLOCKED,
@@ -324,7 +328,7 @@ impl RawTx {
             let entry = &mut self.writes[undo.index];
             let newer = std::mem::replace(&mut entry.pending, undo.pending);
             // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
-            unsafe { (entry.drop_pending)(newer) };
+            unsafe { (entry.drop_pending)(newer, Some(self.retired.pool())) };
         }
         self.truncate_writes(mark.writes);
         self.nest = mark.outer_nest;
@@ -334,7 +338,7 @@ impl RawTx {
     fn drop_undo(&mut self, keep: usize) {
         for undo in self.undo.drain(keep..) {
             // SAFETY: the undo entry owns its box (invariants on `RawTx`).
-            unsafe { (undo.drop_pending)(undo.pending) };
+            unsafe { (undo.drop_pending)(undo.pending, Some(self.retired.pool())) };
         }
     }
 
@@ -344,7 +348,7 @@ impl RawTx {
                 self.index.remove(&(entry.header as usize));
             }
             // SAFETY: the entry owns its pending box, which was never published.
-            unsafe { (entry.drop_pending)(entry.pending) };
+            unsafe { (entry.drop_pending)(entry.pending, Some(self.retired.pool())) };
         }
         if self.writes.len() <= LINEAR_MAX && !self.index.is_empty() {
             self.index.clear();
