@@ -357,16 +357,27 @@ impl Drop for Transaction {
     }
 }
 
-thread_local! {
+/// The calling thread's transaction state: one thread-local, so entering and leaving a
+/// transaction each cost a single thread-local access.
+struct Slot {
     /// The thread's reusable transaction, while none is running.
-    static CACHED: Cell<Option<Box<Transaction>>> = const { Cell::new(None) };
+    cached: Cell<Option<Box<Transaction>>>,
     /// Whether a transaction is running on this thread.
-    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    active: Cell<bool>,
+}
+
+thread_local! {
+    static SLOT: Slot = const {
+        Slot {
+            cached: Cell::new(None),
+            active: Cell::new(false),
+        }
+    };
 }
 
 /// True while the calling thread runs a transaction (its closure or its before-commit hooks).
 pub(crate) fn in_transaction() -> bool {
-    ACTIVE.try_with(Cell::get).unwrap_or(false)
+    SLOT.try_with(|s| s.active.get()).unwrap_or(false)
 }
 
 /// Panics with the nested-transaction message if a transaction runs on this thread.
@@ -383,25 +394,36 @@ struct Session {
 }
 
 impl Session {
+    #[inline]
     fn enter() -> Self {
-        // One thread-local access both checks and sets the flag.
-        if ACTIVE.try_with(|a| a.replace(true)).unwrap_or(false) {
-            panic!("{NESTED_MSG}");
-        }
-        let tx = CACHED.try_with(Cell::take).ok().flatten();
+        // One thread-local access both checks and sets the flag and takes the transaction.
+        let taken = SLOT.try_with(|s| {
+            if s.active.replace(true) {
+                panic!("{NESTED_MSG}");
+            }
+            s.cached.take()
+        });
         Self {
-            tx: Some(tx.unwrap_or_else(|| Box::new(Transaction::new()))),
+            tx: Some(
+                taken
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| Box::new(Transaction::new())),
+            ),
         }
     }
 }
 
 impl Drop for Session {
+    #[inline]
     fn drop(&mut self) {
         if let Some(mut tx) = self.tx.take() {
             tx.clear();
-            let _ = ACTIVE.try_with(|a| a.set(false));
             // If the thread-local is gone (thread exit), the transaction is simply dropped.
-            let _ = CACHED.try_with(move |c| c.set(Some(tx)));
+            let _ = SLOT.try_with(move |s| {
+                s.active.set(false);
+                s.cached.set(Some(tx));
+            });
         }
     }
 }
@@ -410,12 +432,13 @@ impl Drop for Session {
 /// `write_atomic`), or with a temporary one while thread-locals are being destroyed.
 pub(crate) fn with_idle_transaction<R>(f: impl FnOnce(&mut Transaction) -> R) -> R {
     let mut f = Some(f);
-    let result = CACHED.try_with(|cached| {
-        let mut tx = cached
+    let result = SLOT.try_with(|s| {
+        let mut tx = s
+            .cached
             .take()
             .unwrap_or_else(|| Box::new(Transaction::new()));
         let r = (f.take().expect("called once"))(&mut tx);
-        cached.set(Some(tx));
+        s.cached.set(Some(tx));
         r
     });
     match result {
