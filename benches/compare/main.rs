@@ -3,7 +3,8 @@
 //! run (every round runs every implementation once, so machine noise hits them alike).
 //!
 //! `cargo bench --bench compare` prints a Markdown table of median ns/op and the ratio to the
-//! Mutex baseline, then a table for the containers (see `collections.rs`). Set
+//! Mutex baseline (and, for multi-thread bank rows, each system's throughput over its own
+//! 1-thread throughput), then a table for the containers (see `collections.rs`). Set
 //! `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15), and
 //! `STMX_COMPARE_ONLY=collections` (or `core`) to run one table.
 
@@ -333,6 +334,11 @@ fn core_table(rounds: usize) {
             accounts: 1024,
             threads: 2,
         },
+        // Oversubscribed on a 2-core machine: threads get preempted inside transactions.
+        Workload::Bank {
+            accounts: 1024,
+            threads: 4,
+        },
         Workload::Bank {
             accounts: 4,
             threads: 1,
@@ -348,10 +354,13 @@ fn core_table(rounds: usize) {
     );
     let names: Vec<&str> = subjects(4).iter().map(|s| s.name()).collect();
     println!(
-        "| workload | {} | stmx vs best other STM |",
-        names.join(" | ")
+        "| workload | {} | stmx vs best other STM | throughput vs own 1 thread ({}) |",
+        names.join(" | "),
+        names.join(" / ")
     );
-    println!("|---|{}---|", "---|".repeat(names.len()));
+    println!("|---|{}---|---|", "---|".repeat(names.len()));
+    // The 1-thread medians of each bank size, for the scaling column of multi-thread rows.
+    let mut one_thread: Vec<(usize, Vec<f64>)> = Vec::new();
     for w in workloads {
         let accounts = match w {
             Workload::Bank { accounts, .. } => accounts,
@@ -375,8 +384,29 @@ fn core_table(rounds: usize) {
             .map(|m| format!("{m:.1} ({:.2}x)", m / base))
             .collect();
         let best_other = medians[2..].iter().copied().fold(f64::INFINITY, f64::min);
+        // Throughput over the same system's 1-thread throughput: time per transfer at 1 thread
+        // over time per transfer (all threads counted) at N threads.
+        let scaling = match w {
+            Workload::Bank { threads: 1, .. } => {
+                one_thread.push((accounts, medians.clone()));
+                String::new()
+            }
+            Workload::Bank { .. } => one_thread
+                .iter()
+                .find(|(a, _)| *a == accounts)
+                .map(|(_, single)| {
+                    single
+                        .iter()
+                        .zip(&medians)
+                        .map(|(one, many)| format!("{:.2}x", one / many))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         println!(
-            "| {} | {} | {:.1}x faster |",
+            "| {} | {} | {:.1}x faster | {scaling} |",
             w.label(),
             cells.join(" | "),
             best_other / medians[1]
