@@ -61,8 +61,8 @@ impl CommitVersion {
 ///
 /// You never create one: [`atomically`] hands `&mut Transaction` to its closure, and functions
 /// that take `&mut Transaction` compose into larger transactions. Each thread reuses one
-/// `Transaction` (its logs keep their capacity), so a transaction allocates nothing but the
-/// values it writes.
+/// `Transaction` (its logs keep their capacity) and a pool of value blocks, so once warm a
+/// transaction that writes values of up to 128 bytes does not call the allocator at all.
 ///
 /// # Examples
 ///
