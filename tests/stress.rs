@@ -304,3 +304,43 @@ fn a_transaction_that_always_loses_eventually_runs_alone_and_commits() {
     // The winning attempt saw the value written by the last writer that got in before it.
     assert_eq!(b.read_atomic(), (attempts as u64 - 1) + 100);
 }
+
+/// Values stored inline in the variable (primitives, here a `u128` filling both words) are read
+/// whole: a writer stores `(n << 64) | n`, readers in and out of transactions check that both
+/// halves match. A torn read of the two words would show different halves.
+#[test]
+fn inline_two_word_values_are_never_torn() {
+    let v = Arc::new(TVar::new(0_u128));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (v, done) = (Arc::clone(&v), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut seen = 0_u64;
+                // At least some reads even if the writer is done before this thread runs.
+                while !done.load(Ordering::Relaxed) || seen < 1_000 {
+                    let x = if r == 0 {
+                        atomically(|tx| v.read(tx))
+                    } else {
+                        v.read_atomic()
+                    };
+                    assert_eq!(x >> 64, x & u128::from(u64::MAX), "torn: {x:#x}");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for n in 1..=200_000_u128 {
+        if n % 2 == 0 {
+            v.write_atomic((n << 64) | n);
+        } else {
+            atomically(|tx| v.write(tx, (n << 64) | n));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert_eq!(v.read_atomic(), (200_000 << 64) | 200_000);
+}

@@ -1,15 +1,89 @@
-//! Value boxes: fixed size classes, recycled by the thread that frees them.
+//! Value boxes: fixed size classes, recycled by the thread that frees them; and the inline
+//! representation of primitive values, which need no box at all.
 //!
 //! A write moves its value into a box; the commit publishes the box and retires the one it
 //! replaced. Through the system allocator that is a `malloc` per write and a `free` per retired
 //! value, often on another thread than the `malloc` (measured: half of a two-thread bank
-//! transfer's time was glibc's `_int_malloc`/`_int_free`). Values of up to 128 bytes (alignment up to 16) get blocks of a few fixed sizes instead, and a [`Pool`] owned by
-//! each thread's transaction keeps freed blocks for the next write: in a steady state a write
-//! takes a block from the pool and a reclaimed value gives one back, and the allocator is not
-//! called at all. Larger, over-aligned and zero-sized values use `Box`.
+//! transfer's time was glibc's `_int_malloc`/`_int_free`). Values of up to 128 bytes
+//! (alignment up to 16) get blocks of a few fixed sizes instead, and a [`Pool`] owned by each
+//! thread's transaction keeps freed blocks for the next write: in a steady state a write takes
+//! a block from the pool and a reclaimed value gives one back, and the allocator is not called
+//! at all. Larger, over-aligned and zero-sized values use `Box`. Primitive values
+//! ([`is_inline`]) are not boxed: they live in two words inside the variable.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::any::TypeId;
 use std::ptr::NonNull;
+
+/// The value of an inline variable: the bytes of a `T`, in two machine words.
+pub(crate) type Words = [usize; 2];
+
+/// True if `T`'s values live inline in the variable (two words read and written with atomic
+/// word accesses and checked by the version, like a seqlock) rather than in a box.
+///
+/// Only primitive types qualify: their every byte is initialized (no padding), so copying a
+/// value into integer words is defined; they have no drop glue, so a replaced value needs no
+/// grace period; and each byte pattern read back was written whole by one commit (the version
+/// check discards torn reads before they are turned back into a `T`). The comparisons fold to
+/// a constant in optimized builds.
+#[inline(always)]
+pub(crate) fn is_inline<T: 'static>() -> bool {
+    if size_of::<T>() > size_of::<Words>() {
+        return false;
+    }
+    let t = TypeId::of::<T>();
+    t == TypeId::of::<u64>()
+        || t == TypeId::of::<i64>()
+        || t == TypeId::of::<usize>()
+        || t == TypeId::of::<isize>()
+        || t == TypeId::of::<u32>()
+        || t == TypeId::of::<i32>()
+        || t == TypeId::of::<u128>()
+        || t == TypeId::of::<i128>()
+        || t == TypeId::of::<u16>()
+        || t == TypeId::of::<i16>()
+        || t == TypeId::of::<u8>()
+        || t == TypeId::of::<i8>()
+        || t == TypeId::of::<f64>()
+        || t == TypeId::of::<f32>()
+        || t == TypeId::of::<bool>()
+        || t == TypeId::of::<char>()
+}
+
+/// The bytes of `value` as words (zero beyond `size_of::<T>()`).
+///
+/// # Safety
+///
+/// `is_inline::<T>()`: every byte of a `T` is initialized and it fits in [`Words`].
+#[inline(always)]
+pub(crate) unsafe fn to_words<T>(value: T) -> Words {
+    debug_assert!(size_of::<T>() <= size_of::<Words>());
+    let mut words: Words = [0; 2];
+    // SAFETY: `T` fits in the words and has no padding (the caller's duty), so every byte
+    // copied is initialized; the regions do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&raw const value).cast::<u8>(),
+            words.as_mut_ptr().cast::<u8>(),
+            size_of::<T>(),
+        );
+    }
+    // `T` has no drop glue (`is_inline`); forgetting it is only for clarity.
+    std::mem::forget(value);
+    words
+}
+
+/// The `T` whose bytes `words` hold.
+///
+/// # Safety
+///
+/// `words` came from [`to_words::<T>`] (this `T`), whole: not mixed from two values.
+#[inline(always)]
+pub(crate) unsafe fn from_words<T>(words: Words) -> T {
+    // SAFETY: the words hold the bytes of a valid `T` (the caller's duty); the read is
+    // unaligned-safe whatever `T`'s alignment.
+    unsafe { std::ptr::read_unaligned(words.as_ptr().cast::<T>()) }
+}
 
 /// Block sizes; a value gets the smallest that fits.
 const CLASS_SIZES: [usize; 4] = [16, 32, 64, 128];

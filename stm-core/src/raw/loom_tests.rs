@@ -268,3 +268,32 @@ fn loom_a_clock_moved_by_a_reader_never_splits_a_commit() {
         both.join().unwrap();
     });
 }
+
+/// The same torn-transfer race for values kept in boxes (not inline): the published pointer,
+/// not two words, carries the value.
+#[test]
+fn loom_boxed_values_are_never_torn() {
+    model(|| {
+        let a = TVarHandle::new(vec![10_i64]);
+        let b = TVarHandle::new(vec![0_i64]);
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            commit_loop(|tx| {
+                let (x, y) = (tx.read(&a2, |v| v[0])?, tx.read(&b2, |v| v[0])?);
+                tx.write(&a2, vec![x - 3]);
+                tx.write(&b2, vec![y + 3]);
+                Ok(())
+            })
+        });
+        commit_loop(|tx| {
+            thread::yield_now();
+            let x = tx.read(&a, |v| v[0])?;
+            thread::yield_now();
+            let y = tx.read(&b, |v| v[0])?;
+            assert_eq!(x + y, 10, "opacity violated");
+            Ok(())
+        });
+        t.join().unwrap();
+        assert_eq!(a.load_with(|v| v[0]) + b.load_with(|v| v[0]), 10);
+    });
+}

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::alloc::{self, Pool};
+use super::alloc::{self, Pool, Words};
 use super::clock::{self, Clock};
 use super::parking::{self, WaitRegistry, Waiter};
 use super::reclaim::{self, Guard, Recycler};
@@ -35,15 +35,17 @@ struct ReadEntry {
 }
 
 /// `publish` / `drop_pending` of the entry's `T`: see [`RawTVar::publish_erased`].
-type PublishFn = unsafe fn(*const Header, *mut (), &Guard, &mut Recycler);
+type PublishFn = unsafe fn(*const Header, *mut (), Words, &Guard, &mut Recycler);
 type DropFn = unsafe fn(*mut (), Option<&mut Pool>);
 
 #[derive(Debug)]
 struct WriteEntry {
     header: *const Header,
-    /// A value box (`alloc::box_value`) for the `T` of `header`'s variable; moved into the
-    /// variable by `publish`.
+    /// A value box (`alloc::box_value`) for the `T` of `header`'s variable, moved into the
+    /// variable by `publish`; null if that `T` is inline.
     pending: *mut (),
+    /// The value's words if `T` is inline (`alloc::to_words`); unused otherwise.
+    words: Words,
     publish: PublishFn,
     drop_pending: DropFn,
     /// The word `try_lock` replaced, while the commit holds the lock.
@@ -55,6 +57,7 @@ struct WriteEntry {
 struct Undo {
     index: usize,
     pending: *mut (),
+    words: Words,
     drop_pending: DropFn,
 }
 
@@ -96,9 +99,10 @@ impl Hasher for AddrHasher {
 ///   was recorded from a live `TVarHandle` while that guard was pinned, and variables are freed
 ///   through the epoch (see `RawTVar`), so the pointers stay valid until the guard is dropped;
 ///   the guard is dropped only after the logs are cleared (`reset`, `wait_for_change`).
-/// - Each `WriteEntry`'s `pending`, `publish` and `drop_pending` were made for the `T` of its
-///   header's `RawTVar<T>`, and `pending` is owned by the entry (or by an `Undo`) until it is
-///   published or dropped, exactly once. Headers in `writes` are unique.
+/// - Each `WriteEntry`'s `pending`, `words`, `publish` and `drop_pending` were made for the `T`
+///   of its header's `RawTVar<T>`: if that `T` is inline (`alloc::is_inline`), `pending` is
+///   null and `words` came from `alloc::to_words::<T>`; otherwise `pending` is a value box
+///   owned by the entry (or by an `Undo`) until it is published or dropped, exactly once. Headers in `writes` are unique.
 /// - `index` is either empty or maps the address of every entry of `writes` to its position.
 /// - Undo entries' indexes are below the `nest` mark that was current when they were pushed, so
 ///   they stay in bounds until that nesting level is left.
@@ -183,21 +187,41 @@ impl RawTx {
     {
         let raw = tv.raw();
         let header: *const Header = raw.header();
+        let inline = alloc::is_inline::<T>();
         if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
+            let entry = &self.writes[i];
+            if inline {
+                // SAFETY: an inline entry's words came from `to_words::<T>` of this `T`
+                // (invariants on `RawTx`).
+                return Ok(f(&unsafe { alloc::from_words::<T>(entry.words) }));
+            }
             // SAFETY: the entry for `tv`'s header holds a live value box of this `T`
             // (invariants on `RawTx`); we hand out a shared borrow that ends with `f`.
-            return Ok(f(unsafe { &*self.writes[i].pending.cast::<T>() }));
+            return Ok(f(unsafe { &*entry.pending.cast::<T>() }));
         }
-        let ptr = self.read_committed(raw)?;
+        if inline {
+            let words = self.read_committed(raw, RawTVar::load_words)?;
+            // SAFETY: the words were loaded between two loads of one unlocked version, so they
+            // are that version's value, whole (invariant on `RawTVar`).
+            return Ok(f(&unsafe { alloc::from_words::<T>(words) }));
+        }
+        let ptr = self.read_committed(raw, RawTVar::load_value)?;
         // SAFETY: `ptr` is the committed value at a version consistent with our snapshot,
         // loaded while `self.guard` pins us: it stays allocated and unmodified until we unpin
         // (invariant on `RawTVar`).
         Ok(f(unsafe { &*ptr }))
     }
 
-    fn read_committed<T>(&mut self, raw: &RawTVar<T>) -> Result<*mut T, Conflict> {
+    /// Loads the committed value of `raw` with `load` (its pointer or its words) at a version
+    /// consistent with the snapshot, and records the read.
+    #[inline]
+    fn read_committed<T, V>(
+        &mut self,
+        raw: &RawTVar<T>,
+        load: impl Fn(&RawTVar<T>) -> V,
+    ) -> Result<V, Conflict> {
         debug_assert!(self.guard.is_some(), "read outside a running transaction");
         let lock = &raw.header().lock;
         let mut spins = 0_u32;
@@ -216,13 +240,13 @@ impl RawTx {
                 self.extend(pre.version())?;
                 continue;
             }
-            let ptr = raw.load_value();
+            let value = load(raw);
             if same_version(pre, lock.load()) {
                 self.reads.push(ReadEntry {
                     header: raw.header(),
                     version: pre.version(),
                 });
-                return Ok(ptr);
+                return Ok(value);
             }
         }
     }
@@ -259,28 +283,50 @@ impl RawTx {
     pub(crate) fn write<T: Send + Sync + 'static>(&mut self, tv: &TVarHandle<T>, value: T) {
         debug_assert!(self.guard.is_some(), "write outside a running transaction");
         let header: *const Header = tv.raw().header();
+        let inline = alloc::is_inline::<T>();
         match self.find(header) {
             Some(i) if i >= self.nest => {
-                // SAFETY: the pending box is this `T`'s and owned by the entry (invariants);
-                // assigning drops the old value in place and reuses the allocation.
-                unsafe { *self.writes[i].pending.cast::<T>() = value };
+                if inline {
+                    // SAFETY: `T` is inline.
+                    self.writes[i].words = unsafe { alloc::to_words(value) };
+                } else {
+                    // SAFETY: the pending box is this `T`'s and owned by the entry
+                    // (invariants); assigning drops the old value in place and reuses the box.
+                    unsafe { *self.writes[i].pending.cast::<T>() = value };
+                }
             }
             Some(i) => {
                 // The entry belongs to an enclosing alternative: keep its value for rollback.
                 let entry = &mut self.writes[i];
-                let new = alloc::box_value(Some(self.retired.pool()), value);
-                let old = std::mem::replace(&mut entry.pending, new.cast());
+                let (new, words) = if inline {
+                    // SAFETY: `T` is inline.
+                    (std::ptr::null_mut(), unsafe { alloc::to_words(value) })
+                } else {
+                    let new = alloc::box_value(Some(self.retired.pool()), value);
+                    (new.cast::<()>(), [0; 2])
+                };
+                let old = std::mem::replace(&mut entry.pending, new);
+                let old_words = std::mem::replace(&mut entry.words, words);
                 self.undo.push(Undo {
                     index: i,
                     pending: old,
+                    words: old_words,
                     drop_pending: entry.drop_pending,
                 });
             }
             None => {
                 let index = self.writes.len();
+                let (pending, words) = if inline {
+                    // SAFETY: `T` is inline.
+                    (std::ptr::null_mut(), unsafe { alloc::to_words(value) })
+                } else {
+                    let new = alloc::box_value(Some(self.retired.pool()), value);
+                    (new.cast::<()>(), [0; 2])
+                };
                 self.writes.push(WriteEntry {
                     header,
-                    pending: alloc::box_value(Some(self.retired.pool()), value).cast(),
+                    pending,
+                    words,
                     publish: RawTVar::<T>::publish_erased,
                     drop_pending: RawTVar::<T>::drop_pending,
                     locked_from: Word::UNLOCKED,
@@ -326,6 +372,7 @@ impl RawTx {
         while self.undo.len() > mark.undo {
             let undo = self.undo.pop().expect("undo entry");
             let entry = &mut self.writes[undo.index];
+            entry.words = undo.words;
             let newer = std::mem::replace(&mut entry.pending, undo.pending);
             // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
             unsafe { (entry.drop_pending)(newer, Some(self.retired.pool())) };
@@ -440,7 +487,15 @@ impl RawTx {
         for entry in self.writes.drain(..) {
             // SAFETY: we hold the entry's lock (taken above), its pending box, publish fn and
             // header match (invariants on `RawTx`), and `guard` pins us.
-            unsafe { (entry.publish)(entry.header, entry.pending, guard, &mut self.retired) };
+            unsafe {
+                (entry.publish)(
+                    entry.header,
+                    entry.pending,
+                    entry.words,
+                    guard,
+                    &mut self.retired,
+                );
+            }
             // SAFETY: header still valid (pinned); we hold its lock and wake waiters below.
             unsafe { (*entry.header).lock.unlock(wv) };
             if entry.locked_from.has_waiters() {
