@@ -63,6 +63,28 @@ impl Drop for Tracked {
     }
 }
 
+/// A value that only counts how many of its kind are alive (clones included).
+struct Counted(&'static AtomicI64);
+
+impl Counted {
+    fn new(live: &'static AtomicI64) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Counted(live)
+    }
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        Counted::new(self.0)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn every_value_is_dropped_exactly_once() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -130,28 +152,28 @@ fn ten_million_overwrites_keep_memory_flat() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const WRITES: u64 = 10_000_000;
     static LIVE: AtomicI64 = AtomicI64::new(0);
-    struct Counted(#[allow(dead_code)] [u64; 4]);
-    impl Counted {
+    struct Big(#[allow(dead_code)] [u64; 4]);
+    impl Big {
         fn new() -> Self {
             LIVE.fetch_add(1, Ordering::Relaxed);
-            Counted([0; 4])
+            Big([0; 4])
         }
     }
-    impl Drop for Counted {
+    impl Drop for Big {
         fn drop(&mut self) {
             LIVE.fetch_sub(1, Ordering::Relaxed);
         }
     }
-    let v = TVar::new(Counted::new());
+    let v = TVar::new(Big::new());
     let w = TVar::new(0_u64);
     let mut peak = 0;
     for i in 0..WRITES {
         if i % 2 == 0 {
-            v.write_atomic(Counted::new());
+            v.write_atomic(Big::new());
         } else {
             atomically(|tx| {
                 w.modify(tx, |n| n + 1)?;
-                v.write(tx, Counted::new())
+                v.write(tx, Big::new())
             });
         }
         if i % 4096 == 0 {
@@ -170,23 +192,7 @@ fn ten_million_overwrites_keep_memory_flat() {
 fn containers_free_values_nobody_can_take() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static LIVE: AtomicI64 = AtomicI64::new(0);
-    struct Counted;
-    impl Counted {
-        fn new() -> Self {
-            LIVE.fetch_add(1, Ordering::SeqCst);
-            Counted
-        }
-    }
-    impl Clone for Counted {
-        fn clone(&self) -> Self {
-            Counted::new()
-        }
-    }
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
+    let new = || Counted::new(&LIVE);
     let settle = || {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = LIVE.load(Ordering::SeqCst);
@@ -210,13 +216,13 @@ fn containers_free_values_nobody_can_take() {
 
     let channel = TChannel::new();
     for _ in 0..1_000 {
-        atomically(|tx| channel.put(tx, Counted::new()));
+        atomically(|tx| channel.put(tx, new()));
     }
     assert_eq!(settle(), 0, "a channel without ports kept values");
 
     let port = channel.subscribe();
     for _ in 0..1_000 {
-        atomically(|tx| channel.put(tx, Counted::new()));
+        atomically(|tx| channel.put(tx, new()));
     }
     for _ in 0..600 {
         drop(atomically(|tx| port.take(tx)));
@@ -232,11 +238,11 @@ fn containers_free_values_nobody_can_take() {
     let tree = TMap::new();
     for i in 0..500 {
         atomically(|tx| {
-            fifo.put(tx, Counted::new())?;
-            optionally(tx, |tx| bounded.put(tx, Counted::new()))?;
-            stack.push(tx, Counted::new())?;
-            map.insert(tx, i, Counted::new())?;
-            tree.insert(tx, i, Counted::new()).map(drop)
+            fifo.put(tx, new())?;
+            optionally(tx, |tx| bounded.put(tx, new()))?;
+            stack.push(tx, new())?;
+            map.insert(tx, i, new())?;
+            tree.insert(tx, i, new()).map(drop)
         });
     }
     atomically(|tx| {
@@ -247,4 +253,50 @@ fn containers_free_values_nobody_can_take() {
         tree.clear(tx)
     });
     assert_eq!(settle(), 0, "a cleared container kept values");
+}
+
+/// Chains of variables that become unreachable are freed promptly, not one link per grace
+/// period: a variable whose last handle goes is killed at once, its value dropped, which lets
+/// the next link die in the same loop. The stated bound, 3,000 of 100,000: what a thread's
+/// recycler holds back (replaced values waiting for their grace period: the epoch completes
+/// them a bag of 64 batches of 32 at a time) and the links those keep. Measured: about 400
+/// (channel) and 700 (queue); the engine before this rule kept 99,901 of the channel's.
+#[test]
+fn chains_are_freed_after_a_little_churn() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static LIVE: AtomicI64 = AtomicI64::new(0);
+    let new = || Counted::new(&LIVE);
+    const N: usize = 100_000;
+    const BOUND: i64 = 3_000;
+    let churn = TVar::new(0_u64);
+    let some_churn = || {
+        for _ in 0..2_000 {
+            atomically(|tx| churn.modify(tx, |n| n + 1));
+        }
+    };
+
+    let channel = TChannel::new();
+    for _ in 0..N {
+        atomically(|tx| channel.put(tx, new()));
+    }
+    some_churn();
+    let alive = LIVE.load(Ordering::SeqCst);
+    eprintln!("portless channel: {alive} of {N} alive after churn");
+    assert!(
+        alive <= BOUND,
+        "a channel without ports kept {alive} of {N} values"
+    );
+
+    let fifo = TFifo::new();
+    for _ in 0..N {
+        atomically(|tx| fifo.put(tx, new()));
+    }
+    let before = LIVE.load(Ordering::SeqCst);
+    drop(fifo);
+    some_churn();
+    let alive = LIVE.load(Ordering::SeqCst);
+    eprintln!("dropped fifo: {alive} alive after churn (had {before})");
+    assert!(alive <= BOUND, "a dropped TFifo kept {alive} of {N} values");
+    drop(channel);
+    assert_eq!(wait_until_all_freed(&LIVE), 0, "values leaked");
 }

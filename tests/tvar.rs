@@ -123,3 +123,75 @@ fn variables_dropped_inside_transactions_are_safe() {
     handles.into_iter().for_each(|h| h.join().unwrap());
     assert_eq!(keep.read_atomic(), 68_000);
 }
+
+/// A variable whose last handle is dropped inside the transaction that writes it dies at once;
+/// the commit skips the write to it (nobody can read it) instead of waiting for its lock.
+#[test]
+fn writing_a_variable_that_dies_before_the_commit_commits() {
+    let done = TVar::new(0_u32);
+    for _ in 0..1_000 {
+        atomically(|tx| {
+            let temp = TVar::new(String::from("first"));
+            temp.write(tx, String::from("second"))?;
+            let n = temp.read_with(tx, String::len)?;
+            drop(temp); // dies here, written but not committed
+            done.modify(tx, |d| d + u32::try_from(n).unwrap())
+        });
+    }
+    assert_eq!(done.read_atomic(), 6_000);
+}
+
+/// A `while_committing` hook runs while its commit holds its locks; dropping the last handle of
+/// a variable the commit locked must not wait for those locks (that would deadlock).
+#[test]
+fn a_hook_holding_the_last_handle_of_a_written_variable_does_not_deadlock() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Counted(#[allow(dead_code)] Vec<u8>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    for round in 1..=100 {
+        atomically(|tx| {
+            let temp = TVar::new(Counted(vec![0_u8; 8]));
+            temp.write(tx, Counted(vec![1; 8]))?;
+            tx.while_committing(move |_| drop(temp));
+            Ok(())
+        });
+        // The first value and the written one, each dropped exactly once.
+        stmx::collect_garbage();
+        assert_eq!(DROPS.load(Ordering::SeqCst), 2 * round);
+    }
+}
+
+/// Nothing can change a variable whose handles are all gone: a transaction blocked in `retry`
+/// on it is woken when it dies, so it can find its way to whatever replaced it.
+#[test]
+fn a_waiter_is_woken_when_the_variable_it_waits_on_dies() {
+    use std::sync::{Arc, Mutex, mpsc};
+    let slot = Arc::new(Mutex::new(Some(TVar::new(0_u32))));
+    let (tx_done, done) = mpsc::channel();
+    let waiter = {
+        let slot = Arc::clone(&slot);
+        thread::spawn(move || {
+            let seen = atomically(|tx| {
+                let current = slot.lock().unwrap().clone();
+                match current {
+                    Some(v) if v.read(tx)? == 0 => retry(),
+                    Some(v) => v.read(tx),
+                    None => Ok(u32::MAX),
+                }
+            });
+            tx_done.send(seen).unwrap();
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    *slot.lock().unwrap() = None; // the last handle: the variable dies
+    let seen = done
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the waiter was not woken when its variable died");
+    assert_eq!(seen, u32::MAX);
+    waiter.join().unwrap();
+}

@@ -39,10 +39,14 @@
 //! A write installs a new boxed value; the replaced one is dropped once no transaction that
 //! could be reading it is still running (crossbeam-epoch tells when), by the thread that
 //! replaced it, which keeps the memory of small values (up to 128 bytes) for its next writes
-//! instead of returning it to the allocator. Variables themselves are freed through the epoch
-//! after their last handle is dropped. A thread that stops running transactions keeps the
-//! values it replaced last (up to a few thousand) until it runs another transaction, calls
-//! [`collect_garbage`], or exits.
+//! instead of returning it to the allocator. A thread that stops running transactions keeps
+//! the values it replaced last (up to a few thousand) until it runs another transaction, calls
+//! [`collect_garbage`], or exits. Primitive values (integers, floats, `bool`, `char`) are not
+//! boxed at all: they live inside the variable.
+//!
+//! When the last handle of a variable is dropped, its current value is dropped at once, by that
+//! thread, like an `Arc`'s; a chain of variables (a queue nobody can reach any more) goes in one
+//! pass. The variable's own memory follows once no running transaction can still refer to it.
 //!
 //! # Examples
 //!

@@ -11,9 +11,9 @@ use crate::transaction::{self, Transaction};
 /// A transactional variable: shared state that transactions read and write atomically.
 ///
 /// Cloning a `TVar` gives a second handle to the *same* variable (like `Arc`); the variable
-/// lives until the last handle is dropped. Values are never mutated in place: a write installs
-/// a new value at commit, and the replaced one is dropped once no running transaction can
-/// still be reading it (epoch-based reclamation).
+/// lives until the last handle is dropped, which drops its current value at once. Values are
+/// never mutated in place: a write installs a new value at commit, and the replaced one is
+/// dropped once no running transaction can still be reading it (epoch-based reclamation).
 ///
 /// `TVar<T>` is `Send` and `Sync` when `T` is, and values must be `Send + Sync + 'static`: a
 /// committed value may be read from any thread and dropped on any thread.

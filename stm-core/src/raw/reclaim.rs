@@ -1,10 +1,9 @@
-//! Deferred freeing of replaced values and dropped variables (crossbeam-epoch).
+//! Deferred freeing of replaced values (crossbeam-epoch tells when, the retiring thread frees
+//! them into its pool), and the burial of variables whose last handle was dropped.
 //!
 //! Under loom, crossbeam-epoch's own atomics are invisible to the model, so a guard is a token
 //! and retired objects are leaked: the models are small and short.
 
-#[cfg(not(stm_loom))]
-use std::cell::Cell;
 use std::collections::VecDeque;
 
 use super::alloc::Pool;
@@ -24,60 +23,160 @@ pub(crate) fn pin() -> Guard {
     Guard(())
 }
 
-/// Frees the box behind `ptr` once no thread that was pinned when this was called is pinned.
-///
-/// # Safety
-///
-/// `ptr` came from `Box::into_raw`, is retired once, and is no longer reachable for threads that
-/// pin after this call (the caller unlinked it first). Readers that loaded it while pinned may
-/// keep using it until they unpin. `T` may be dropped on another thread: dropping it there must
-/// be sound (`T: Send`; every `RawTVar<T>` is built with `T: Send + Sync`).
-pub(crate) unsafe fn retire<T>(ptr: *mut T) {
-    /// Frees a `Box<T>` made by `Box::into_raw`.
-    unsafe fn free<T>(ptr: *mut (), _: Option<&mut Pool>) {
-        // SAFETY: `ptr` is the `Box<T>` handed to `retire`, freed once (the caller's duty).
-        drop(unsafe { Box::from_raw(ptr.cast::<T>()) });
-    }
-    let item = Retired {
-        ptr: ptr.cast(),
-        free: free::<T>,
-    };
-    #[cfg(not(stm_loom))]
-    {
-        // Inside a deferred destructor (a value holding the last handle of a variable is being
-        // freed): queue it. Pinning here could start a collection that runs more destructors
-        // that pin again, recursing once per level of nesting: deep enough, at thread exit
-        // (when every pin registers afresh and collects), to overflow the stack.
-        let queued = BUSY.with(Cell::get)
-            && LATER
-                .try_with(|later| {
-                    later.borrow_mut().push(Retired {
-                        ptr: item.ptr,
-                        free: item.free,
-                    })
-                })
-                .is_ok();
-        if !queued {
-            // SAFETY: the caller's duties make `item` an unlinked, once-retired box that may
-            // be freed on another thread.
-            unsafe { defer_all(&pin(), vec![item]) };
-        }
-    }
-    #[cfg(stm_loom)]
-    {
-        // Leaked on purpose, like everything retired under loom (see the module docs).
-        let _ = item;
-    }
+/// A variable whose handle count reached zero: `kill` takes its lock for good and drops its
+/// value, and returns its memory, to be freed after a grace period; or `None` if a committer
+/// holds the lock right now (try again).
+#[derive(Debug)]
+pub(crate) struct Dying {
+    pub(crate) ptr: *mut (),
+    pub(crate) kill: unsafe fn(*mut ()) -> Option<Retired>,
+}
+
+/// What one thread has to bury: variables whose count reached zero, met while a burial was
+/// already running on this thread (so destructors that drop more last handles never nest
+/// stack frames: a chain of a million links is a loop), and the memory of those killed.
+#[cfg(not(stm_loom))]
+struct Burial {
+    running: bool,
+    /// Set while this thread runs `while_committing` hooks, which run with the commit's locks
+    /// held: a variable the thread itself locked cannot be killed then.
+    holding_locks: bool,
+    queue: Vec<Dying>,
+    /// Killed while `holding_locks` found their lock taken; retried once the locks are gone.
+    blocked: Vec<Dying>,
+    memory: Vec<Retired>,
 }
 
 #[cfg(not(stm_loom))]
 thread_local! {
-    /// Set while this thread runs deferred destructors; retirements they cause wait in `LATER`.
-    static BUSY: Cell<bool> = const { Cell::new(false) };
-    static LATER: std::cell::RefCell<Vec<Retired>> = const { std::cell::RefCell::new(Vec::new()) };
+    static BURIAL: std::cell::RefCell<Burial> = const {
+        std::cell::RefCell::new(Burial {
+            running: false,
+            holding_locks: false,
+            queue: Vec::new(),
+            blocked: Vec::new(),
+            memory: Vec::new(),
+        })
+    };
 }
 
-/// Defers freeing `items` to the epoch. Their destructors run through [`run_deferred`].
+/// Buries a variable whose last handle was just dropped: kills it now (its value is dropped
+/// by this thread, at once) and frees its memory after a grace period. Chains of variables
+/// (a value holding the last handle of the next variable) die in one loop, and their memory
+/// shares one grace period.
+///
+/// # Safety
+///
+/// `dying.ptr` is a variable whose handle count just reached zero (with an `Acquire` fence
+/// after the last decrement), buried once, and `dying.kill` is its `T`'s kill function.
+pub(crate) unsafe fn bury(dying: Dying) {
+    #[cfg(not(stm_loom))]
+    {
+        let mut dying = Some(dying);
+        let start = BURIAL.try_with(|b| {
+            let mut b = b.borrow_mut();
+            b.queue.push(dying.take().expect("pushed once"));
+            !std::mem::replace(&mut b.running, true)
+        });
+        match start {
+            Ok(true) => run_burial(),
+            Ok(false) => {} // the running loop (further up this thread's stack) takes it
+            Err(_) => {
+                // Thread-locals are being destroyed: kill later, on a thread that has them.
+                let dying = dying.expect("not pushed");
+                struct Later(Dying);
+                // SAFETY: a variable with no handles left may be killed on any thread: its
+                // `T` is `Send + Sync` (required by `TVar::new`).
+                unsafe impl Send for Later {}
+                let later = Later(dying);
+                pin().defer(move || {
+                    let later = later;
+                    // SAFETY: forwarded from this call's caller.
+                    unsafe { bury(later.0) }
+                });
+            }
+        }
+    }
+    #[cfg(stm_loom)]
+    {
+        // Loom threads share std thread-locals; kill at once (models are small), spinning on
+        // a lock a committer holds, and leak the memory like everything retired under loom.
+        let mut spins = 0_u32;
+        // SAFETY: forwarded from the caller.
+        while unsafe { (dying.kill)(dying.ptr) }.is_none() {
+            super::tvar::backoff_spin(&mut spins);
+        }
+    }
+}
+
+/// Kills everything queued on this thread, including what those deaths queue, then defers the
+/// memory of the dead in one batch.
+#[cfg(not(stm_loom))]
+fn run_burial() {
+    /// Clears `running` even if a destructor panics, so later burials still run.
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = BURIAL.try_with(|b| b.borrow_mut().running = false);
+        }
+    }
+    let _running = Running;
+    loop {
+        let next = BURIAL.with(|b| b.borrow_mut().queue.pop());
+        let Some(dying) = next else {
+            break;
+        };
+        let mut spins = 0_u32;
+        loop {
+            // SAFETY: queued by `bury` under its contract; each `Dying` is killed once (a
+            // failed attempt changes nothing and is retried or parked).
+            if let Some(memory) = unsafe { (dying.kill)(dying.ptr) } {
+                BURIAL.with(|b| b.borrow_mut().memory.push(memory));
+                break;
+            }
+            if BURIAL.with(|b| b.borrow().holding_locks) {
+                // Perhaps our own commit holds that lock: retry after it released its locks.
+                BURIAL.with(|b| b.borrow_mut().blocked.push(dying));
+                break;
+            }
+            // Another thread's commit holds it, briefly.
+            super::tvar::backoff_spin(&mut spins);
+        }
+    }
+    let memory = BURIAL.with(|b| std::mem::take(&mut b.borrow_mut().memory));
+    if !memory.is_empty() {
+        // SAFETY: each item is the memory of a killed variable: unlinked (no handles), retired
+        // once, and freeable anywhere; pinned transactions may still hold its header.
+        unsafe { defer_all(&pin(), memory) };
+    }
+}
+
+/// Brackets the `while_committing` hooks of a commit, which run while it holds its locks: a
+/// variable that dies meanwhile and is locked waits until [`locks_released`].
+pub(crate) fn holding_locks() {
+    #[cfg(not(stm_loom))]
+    let _ = BURIAL.try_with(|b| b.borrow_mut().holding_locks = true);
+}
+
+/// The end of [`holding_locks`]: buries what waited for the commit's locks.
+pub(crate) fn locks_released() {
+    #[cfg(not(stm_loom))]
+    {
+        let blocked = BURIAL
+            .try_with(|b| {
+                let mut b = b.borrow_mut();
+                b.holding_locks = false;
+                std::mem::take(&mut b.blocked)
+            })
+            .unwrap_or_default();
+        for dying in blocked {
+            // SAFETY: parked by `run_burial` under `bury`'s contract, not yet killed.
+            unsafe { bury(dying) };
+        }
+    }
+}
+
+/// Defers running `items`' free functions to the epoch.
 ///
 /// # Safety
 ///
@@ -93,44 +192,13 @@ unsafe fn defer_all(guard: &Guard, items: Vec<Retired>) {
     unsafe {
         guard.defer_unchecked(move || {
             let batch = batch;
-            run_deferred(batch.0);
+            for item in batch.0 {
+                // Each item is unlinked, retired once, and its grace period has passed; freed
+                // exactly once, here. Destructors that drop last handles bury those variables
+                // through this thread's burial loop, without pinning recursively.
+                (item.free)(item.ptr, None);
+            }
         });
-    }
-}
-
-/// Frees `items`. Retirements caused meanwhile (by values that hold the last handle of a
-/// variable) are queued and, in the outermost call only, deferred in a loop: the nesting of
-/// destructors never becomes nesting of stack frames.
-#[cfg(not(stm_loom))]
-fn run_deferred(items: Vec<Retired>) {
-    /// Clears `BUSY` when the outermost call ends, even by a panicking destructor: a flag left
-    /// set would queue this thread's retirements forever.
-    struct Outermost;
-    impl Drop for Outermost {
-        fn drop(&mut self) {
-            BUSY.with(|b| b.set(false));
-        }
-    }
-    let outermost = (!BUSY.with(|b| b.replace(true))).then_some(Outermost);
-    for item in items {
-        // SAFETY: each item is an unlinked box retired once whose grace period has passed
-        // (`defer_all`'s contract), freed exactly once, here.
-        unsafe { (item.free)(item.ptr, None) };
-    }
-    if outermost.is_none() {
-        return;
-    }
-    loop {
-        let later = LATER
-            .try_with(|l| std::mem::take(&mut *l.borrow_mut()))
-            .unwrap_or_default();
-        if later.is_empty() {
-            break;
-        }
-        // Pinning may collect and run destructors here: with `BUSY` set, what they retire
-        // lands in `LATER` for the next turn of this loop.
-        // SAFETY: queued by `retire` under its contract.
-        unsafe { defer_all(&pin(), later) };
     }
 }
 

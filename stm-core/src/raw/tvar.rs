@@ -1,10 +1,13 @@
 //! The heap object behind a `TVar`: lock word, reference count, and value slot.
 
+use std::cell::UnsafeCell;
 use std::marker::PhantomData;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr::NonNull;
 
 use super::alloc::{self, Pool, Words};
-use super::reclaim::{self, Guard, Recycler, Retired};
+use super::parking;
+use super::reclaim::{self, Dying, Guard, Recycler, Retired};
 use super::versioned_lock::{VersionedLock, Word};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering, fence, spin_loop, yield_now};
 
@@ -12,6 +15,9 @@ use crate::sync::{AtomicPtr, AtomicUsize, Ordering, fence, spin_loop, yield_now}
 ///
 /// `#[repr(C)]` and first in [`RawTVar`], so a `*const Header` is also the address of its
 /// `RawTVar<T>`; which `T` is recorded next to every pointer that is cast back.
+///
+/// `refs` counts the handles, plus one while the variable's initial value slot, replaced, waits
+/// for its grace period (see `RawTVar::publish`).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Header {
@@ -26,64 +32,152 @@ impl Header {
     }
 }
 
-/// One transactional variable: 64 bytes, on a cache line of its own, so that a transaction
-/// touching a variable misses on one line (two for boxed values), and variables never share a
-/// line with their neighbours.
+/// One transactional variable, aligned to a cache line, so that a transaction touching a
+/// variable misses on one line (two for a boxed value that was overwritten), and variables never
+/// share a line with their neighbours. The first value of a boxed variable lives in the
+/// variable itself (`slot`), so `TVar::new` makes one allocation.
 ///
 /// # Invariants
 ///
-/// - **Boxed** (`!alloc::is_inline::<T>()`): `value` always points to a live value box
-///   (`alloc::box_value::<T>`) holding the last committed value. It changes only while
-///   `header.lock` is held; the replaced box is retired through the epoch, never freed
-///   directly, so a reader that loaded the pointer while pinned may read through it until it
-///   unpins. A published value is never mutated. `extra` is unused.
-/// - **Inline** (`alloc::is_inline::<T>()`): the address of `value` (no provenance) and `extra`
-///   are the two words of the last committed value (`alloc::to_words`). They change only while
-///   `header.lock` is held, each by a `Release` store, so a reader that loads both between two
-///   loads of the lock word showing the same unlocked version has the words of that version's
-///   value, whole.
-/// - `drop_value` frees what `value` owns when the variable is dropped: the box, or nothing.
-/// - The `RawTVar` itself is freed through the epoch too, after the last [`TVarHandle`] is
-///   dropped: transaction logs hold bare `*const Header` pointers, which stay valid while the
-///   transaction that recorded them is pinned.
+/// - **Boxed** (`!alloc::is_inline::<T>()`): `slot` is `initial`. `value` always points to a
+///   live value holding the last committed value: the initial slot (until the first write) or
+///   a value box (`alloc::box_value::<T>`). It changes only while `header.lock` is held; the
+///   replaced value is retired through the epoch, never freed directly, so a reader that loaded
+///   the pointer while pinned may read through it until it unpins. A published value is never
+///   mutated. Once the initial slot is replaced, its value is dropped after its grace period,
+///   and the variable's memory is held (one count in `refs`) until then.
+/// - **Inline** (`alloc::is_inline::<T>()`): `slot` is `extra`. The address of `value` (no
+///   provenance) and `extra` are the two words of the last committed value
+///   (`alloc::to_words`). They change only while `header.lock` is held, each by a `Release`
+///   store, so a reader that loads both between two loads of the lock word showing the same
+///   unlocked version has the words of that version's value, whole.
+/// - `drop_value` drops what `value` owns when the variable dies: the box or the initial slot's
+///   value, or nothing (inline).
+/// - **Death.** When the count in `refs` reaches zero the variable is *killed* ([`kill`]): its
+///   lock is taken for good (`VersionedLock::try_kill`) and its current value dropped at once.
+///   That is sound because a variable's *current* value is only ever dereferenced through a
+///   live handle (every read borrows one for its whole duration), and a killed variable is never
+///   published to again. Its memory, though, is freed through the epoch: transaction logs hold
+///   bare `*const Header` pointers, valid while the transaction that recorded them is pinned,
+///   and they only ever load the lock word.
 #[repr(C, align(64))]
 pub(crate) struct RawTVar<T> {
     header: Header,
     value: AtomicPtr<T>,
-    extra: AtomicUsize,
-    drop_value: unsafe fn(*mut T),
+    drop_value: unsafe fn(&RawTVar<T>),
+    slot: Slot<T>,
 }
 
-impl<T> Drop for RawTVar<T> {
-    fn drop(&mut self) {
-        let ptr = self.value.load(Ordering::Relaxed);
-        // SAFETY: we are the last owner (see `TVarHandle::drop`); `drop_value` matches what
-        // `value` holds (invariant on `RawTVar`), no longer reachable by anyone.
-        unsafe { (self.drop_value)(ptr) };
-    }
+/// The last field of a variable: the second word of an inline value, or the first value of a
+/// boxed one. Sharing the space keeps a variable of a value up to 32 bytes on one cache line.
+#[repr(C)]
+union Slot<T> {
+    extra: ManuallyDrop<AtomicUsize>,
+    initial: ManuallyDrop<UnsafeCell<MaybeUninit<T>>>,
 }
 
 /// `drop_value` of boxed variables.
 ///
 /// # Safety
 ///
-/// `ptr` is a live value box of this `T`, not used again.
-unsafe fn free_box<T>(ptr: *mut T) {
-    // SAFETY: the caller's duty.
-    unsafe { alloc::free_value(ptr, None) };
+/// The variable is dead (its lock taken for good) and its value is not used again.
+unsafe fn drop_boxed<T>(raw: &RawTVar<T>) {
+    let ptr = raw.value.load(Ordering::Relaxed);
+    if ptr == raw.initial_ptr() {
+        // SAFETY: the initial slot holds the current value (invariant on `RawTVar`), dropped
+        // once, here; the memory goes with the variable.
+        unsafe { std::ptr::drop_in_place(ptr) };
+    } else {
+        // SAFETY: a value box of this `T` (invariant), freed once, here.
+        unsafe { alloc::free_value(ptr, None) };
+    }
 }
 
 /// `drop_value` of inline variables: their words own nothing.
 ///
 /// # Safety
 ///
-/// None needed; `unsafe` only to share `free_box`'s type.
-unsafe fn own_nothing<T>(_: *mut T) {}
+/// None needed; `unsafe` only to share `drop_boxed`'s type.
+unsafe fn drop_nothing<T>(_: &RawTVar<T>) {}
+
+/// Kills the variable at `ptr`: takes its lock for good, drops its value, wakes its waiters,
+/// and returns its memory for the epoch; `None` if a committer holds the lock now.
+///
+/// # Safety
+///
+/// `ptr` is a `RawTVar<T>` whose handle count reached zero, killed once.
+unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
+    /// Frees a dead variable's memory; its value was dropped by `kill`.
+    unsafe fn free_memory<T>(ptr: *mut (), _: Option<&mut Pool>) {
+        // SAFETY: made by `Box::leak` in `TVarHandle::new`; `RawTVar` has no drop glue of its
+        // own (its value is in `MaybeUninit` or behind a pointer), so this frees memory only.
+        drop(unsafe { Box::from_raw(ptr.cast::<RawTVar<T>>()) });
+    }
+    // SAFETY: the memory stays allocated until the returned `Retired` is freed (the caller's
+    // duty says the count is zero, so nobody else kills or frees it).
+    let raw = unsafe { &*ptr.cast::<RawTVar<T>>() };
+    let replaced = raw.header.lock.try_kill()?;
+    // SAFETY: the count is zero, so nobody dereferences the current value again (invariant on
+    // `RawTVar`), and nobody can publish another: the lock is ours for good.
+    unsafe { (raw.drop_value)(raw) };
+    if replaced.has_waiters() {
+        // Nothing will ever change this variable again: let its waiters re-run.
+        parking::global().wake(raw.header.addr());
+    }
+    Some(Retired {
+        ptr,
+        free: free_memory::<T>,
+    })
+}
+
+/// Drops one count of the variable at `ptr`, burying it if that was the last.
+///
+/// # Safety
+///
+/// The caller owns one count of a live `RawTVar<T>` and gives it up.
+unsafe fn release<T>(ptr: NonNull<RawTVar<T>>) {
+    // SAFETY: the caller's count keeps the variable allocated until this decrement.
+    if unsafe { ptr.as_ref() }
+        .header
+        .refs
+        .fetch_sub(1, Ordering::Release)
+        != 1
+    {
+        return;
+    }
+    // Pairs with the `Release` decrements of the other owners: their uses happen before the
+    // kill.
+    fence(Ordering::Acquire);
+    // SAFETY: the count reached zero, just now, here; `kill::<T>` is this variable's.
+    unsafe {
+        reclaim::bury(Dying {
+            ptr: ptr.as_ptr().cast(),
+            kill: kill::<T>,
+        });
+    }
+}
 
 impl<T> RawTVar<T> {
     #[inline]
     pub(crate) fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The address of the initial value slot (meaningful for boxed variables).
+    #[inline]
+    fn initial_ptr(&self) -> *mut T {
+        std::ptr::addr_of!(self.slot).cast::<T>().cast_mut()
+    }
+
+    /// The second word of an inline value.
+    ///
+    /// # Safety
+    ///
+    /// `T` is inline, so `slot` is `extra` (invariant on `RawTVar`).
+    #[inline]
+    unsafe fn extra(&self) -> &AtomicUsize {
+        // SAFETY: the caller's duty says `extra` is the field in use.
+        unsafe { &self.slot.extra }
     }
 
     /// Loads the committed value pointer (boxed variables). `Acquire` pairs with
@@ -100,7 +194,8 @@ impl<T> RawTVar<T> {
     pub(crate) fn load_words(&self) -> Words {
         [
             self.value.load(Ordering::Acquire).addr(),
-            self.extra.load(Ordering::Acquire),
+            // SAFETY: only inline variables load words (callers check `is_inline`).
+            unsafe { self.extra() }.load(Ordering::Acquire),
         ]
     }
 
@@ -133,7 +228,8 @@ impl<T> RawTVar<T> {
             std::ptr::without_provenance_mut(words[0]),
             Ordering::Release,
         );
-        self.extra.store(words[1], Ordering::Release);
+        // SAFETY: words are only stored into inline variables (the caller's duty).
+        unsafe { self.extra() }.store(words[1], Ordering::Release);
     }
 }
 
@@ -149,14 +245,49 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         // Only the lock holder stores, so a plain load + store is enough (no swap).
         let old = self.value.load(Ordering::Relaxed);
         self.value.store(new, Ordering::Release);
-        let old = Retired {
-            ptr: old.cast(),
-            free: Self::drop_pending,
+        let old = if old == self.initial_ptr() {
+            // The initial slot is part of the variable: its memory must outlive the slot's
+            // grace period, so the retired slot holds a count of its own.
+            if self.header.refs.fetch_add(1, Ordering::Relaxed) == 0 {
+                // No handle is left: the variable died while this commit held its lock (a
+                // `while_committing` hook dropped the last handle), and its burial waits for
+                // the lock. Nobody dereferences the value of a variable without a handle, so
+                // the slot's value is dropped now; the burial drops `new`.
+                self.header.refs.store(0, Ordering::Relaxed);
+                // SAFETY: the slot held the published value, now unlinked and unreachable.
+                unsafe { std::ptr::drop_in_place(old) };
+                return;
+            }
+            Retired {
+                ptr: std::ptr::from_ref(self).cast_mut().cast(),
+                free: Self::drop_initial,
+            }
+        } else {
+            Retired {
+                ptr: old.cast(),
+                free: Self::drop_pending,
+            }
         };
-        // SAFETY: `old` was the published box (invariant on `RawTVar`), just unlinked under the
-        // lock, so nobody else retires it; `drop_pending` frees a value box of this `T`;
-        // `T: Send`.
+        // SAFETY: `old` was the published value (invariant on `RawTVar`), just unlinked under
+        // the lock, so nobody else retires it; `drop_pending` frees a value box of this `T`,
+        // `drop_initial` the initial slot; `T: Send`.
         unsafe { retired.push(guard, old) };
+    }
+
+    /// Drops the value of a replaced initial slot after its grace period, then gives up the
+    /// count the slot held.
+    ///
+    /// # Safety
+    ///
+    /// `raw` is this `RawTVar<T>`, whose initial slot was replaced by `publish` (which took the
+    /// count) and whose grace period has passed; called once.
+    unsafe fn drop_initial(raw: *mut (), _: Option<&mut Pool>) {
+        let raw = raw.cast::<RawTVar<T>>();
+        // SAFETY: the slot's count keeps the variable allocated; the slot holds the value that
+        // was published first, unreachable since its grace period passed; dropped once, here.
+        unsafe { std::ptr::drop_in_place((*raw).initial_ptr()) };
+        // SAFETY: the count taken by `publish` for the slot, given up once.
+        unsafe { release(NonNull::new_unchecked(raw)) };
     }
 
     /// Type-erased publication, for write logs: `words` for an inline `T`, else the box `new`.
@@ -204,8 +335,8 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
 
 /// An owning, reference-counted pointer to a [`RawTVar`]; the engine half of `TVar`.
 ///
-/// Like `Arc`, except that dropping the last handle frees the variable through the epoch, not
-/// at once: see the invariants on [`RawTVar`].
+/// Like `Arc`: dropping the last handle drops the value at once; the variable's memory is freed
+/// through the epoch (see *Death* on [`RawTVar`]).
 pub(crate) struct TVarHandle<T> {
     ptr: NonNull<RawTVar<T>>,
     _owns: PhantomData<RawTVar<T>>,
@@ -218,31 +349,49 @@ unsafe impl<T: Send + Sync> Send for TVarHandle<T> {}
 unsafe impl<T: Send + Sync> Sync for TVarHandle<T> {}
 
 impl<T: Send + Sync + 'static> TVarHandle<T> {
-    /// One allocation for inline values, two for boxed ones.
+    /// One allocation: the variable, with its first value inside (or inline).
     pub(crate) fn new(value: T) -> Self {
-        let (value, extra, drop_value): (*mut T, usize, unsafe fn(*mut T)) =
-            if alloc::is_inline::<T>() {
-                // SAFETY: `T` is inline.
-                let words = unsafe { alloc::to_words(value) };
-                (
-                    std::ptr::without_provenance_mut(words[0]),
-                    words[1],
-                    own_nothing::<T>,
-                )
-            } else {
-                (alloc::box_value(None, value), 0, free_box::<T>)
-            };
-        let raw = Box::new(RawTVar {
+        let inline = alloc::is_inline::<T>();
+        let raw = Box::leak(Box::new(RawTVar {
             header: Header {
                 lock: VersionedLock::new(0),
                 refs: AtomicUsize::new(1),
             },
-            value: AtomicPtr::new(value),
-            extra: AtomicUsize::new(extra),
-            drop_value,
-        });
+            value: AtomicPtr::new(std::ptr::null_mut()),
+            drop_value: if inline {
+                drop_nothing::<T>
+            } else {
+                drop_boxed::<T>
+            },
+            slot: if inline {
+                Slot {
+                    extra: ManuallyDrop::new(AtomicUsize::new(0)),
+                }
+            } else {
+                Slot {
+                    initial: ManuallyDrop::new(UnsafeCell::new(MaybeUninit::uninit())),
+                }
+            },
+        }));
+        if inline {
+            // SAFETY: `T` is inline.
+            let words = unsafe { alloc::to_words(value) };
+            raw.value.store(
+                std::ptr::without_provenance_mut(words[0]),
+                Ordering::Relaxed,
+            );
+            // SAFETY: `T` is inline, so `slot` was made as `extra` just above.
+            unsafe { raw.extra() }.store(words[1], Ordering::Relaxed);
+        } else {
+            let slot = raw.initial_ptr();
+            // SAFETY: the slot is ours alone (the variable is not shared yet), sized and
+            // aligned for a `T` (the union's `initial` field, made just above).
+            unsafe { slot.write(value) };
+            raw.value.store(slot, Ordering::Relaxed);
+        }
+        // Handing the handle to another thread publishes these stores (`Send` happens-before).
         Self {
-            ptr: NonNull::from(Box::leak(raw)),
+            ptr: NonNull::from(raw),
             _owns: PhantomData,
         }
     }
@@ -286,6 +435,9 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         } else {
             (alloc::box_value(Some(retired.pool()), value), [0; 2])
         };
+        // Pinned before locking: an outermost pin may run deferred work, which must never find
+        // this thread holding a lock.
+        let guard = (!inline).then(reclaim::pin);
         let mut spins = 0_u32;
         let prev = loop {
             match raw.header.lock.try_lock() {
@@ -294,13 +446,11 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
             }
         };
         let wv = clock.write_version(prev.version());
-        if inline {
+        match &guard {
             // SAFETY: we hold the lock (taken above); the words are a `T`'s.
-            unsafe { raw.store_words(words) };
-        } else {
-            let guard = reclaim::pin();
+            None => unsafe { raw.store_words(words) },
             // SAFETY: we hold the lock (taken above), `new` is a fresh box, `guard` pins us.
-            unsafe { raw.publish(new, &guard, retired) };
+            Some(guard) => unsafe { raw.publish(new, guard, retired) },
         }
         // SAFETY: we hold the lock, and the caller wakes waiters if `prev` says so.
         unsafe { raw.header.lock.unlock(wv) };
@@ -336,17 +486,8 @@ impl<T> Clone for TVarHandle<T> {
 
 impl<T> Drop for TVarHandle<T> {
     fn drop(&mut self) {
-        if self.raw().header.refs.fetch_sub(1, Ordering::Release) != 1 {
-            return;
-        }
-        // Pairs with the `Release` decrements of the other handles: their uses happen before
-        // the free.
-        fence(Ordering::Acquire);
-        // SAFETY: the count reached zero, so no handle (and no new transaction read) can reach
-        // the variable; transactions that recorded it are pinned and keep it alive until they
-        // unpin. It came from `Box::leak` in `new` and is retired once, and `new` required
-        // `T: Send + Sync`, so dropping it on another thread is sound.
-        unsafe { reclaim::retire(self.ptr.as_ptr()) };
+        // SAFETY: the handle owns one count and gives it up, once.
+        unsafe { release(self.ptr) };
     }
 }
 

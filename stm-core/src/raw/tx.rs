@@ -269,7 +269,8 @@ impl RawTx {
         self.reads.iter().all(|r| {
             // SAFETY: recorded while pinned; we are still pinned (invariants on `RawTx`).
             let word = unsafe { &*r.header }.lock.load();
-            if !word.is_locked() {
+            if !word.is_locked() || word.is_dead() {
+                // A dead variable never changes again: its version is its last value's.
                 return word.version() == r.version;
             }
             own_locks
@@ -440,6 +441,11 @@ impl RawTx {
                 if let Some(word) = lock.try_lock() {
                     break Some(word);
                 }
+                let word = lock.load();
+                if word.is_dead() {
+                    // No handle is left: nobody can ever read this write. Skip it.
+                    break Some(word);
+                }
                 spins += 1;
                 if spins > LOCK_SPINS {
                     break None;
@@ -448,7 +454,9 @@ impl RawTx {
             };
             match locked_from {
                 Some(word) => {
-                    floor = floor.max(word.version());
+                    if !word.is_dead() {
+                        floor = floor.max(word.version());
+                    }
                     self.writes[i].locked_from = word;
                 }
                 None => {
@@ -466,16 +474,20 @@ impl RawTx {
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
         }
+        let hooked = ordered.is_some();
         if let Some(hook) = ordered {
             let seq = sequenced
                 .as_deref_mut()
                 .expect("ordered commits hold the sequencer");
             *seq += 1;
             let number = *seq;
+            // Hooks run with our locks held: a variable they let die must not wait for them.
+            reclaim::holding_locks();
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(number)));
             drop(sequenced);
             if let Err(panic) = ran {
                 self.unlock_unchanged(self.writes.len());
+                reclaim::locks_released();
                 std::panic::resume_unwind(panic);
             }
         }
@@ -484,7 +496,12 @@ impl RawTx {
             .as_ref()
             .expect("a running transaction is pinned");
         self.scratch.clear();
+        let mut dead = Vec::new();
         for entry in self.writes.drain(..) {
+            if entry.locked_from.is_dead() {
+                dead.push(entry);
+                continue;
+            }
             // SAFETY: we hold the entry's lock (taken above), its pending box, publish fn and
             // header match (invariants on `RawTx`), and `guard` pins us.
             unsafe {
@@ -509,12 +526,24 @@ impl RawTx {
         for &(addr, _) in &self.scratch {
             self.registry.wake(addr);
         }
+        // Values written to dead variables, dropped only now: their destructors may let more
+        // variables die, which must not meet our locks.
+        for entry in dead {
+            // SAFETY: the entry owns its pending value, never published (invariants).
+            unsafe { (entry.drop_pending)(entry.pending, Some(self.retired.pool())) };
+        }
+        if hooked {
+            reclaim::locks_released();
+        }
         Ok(())
     }
 
     /// Releases the locks of the first `locked` write entries, restoring their words.
     fn unlock_unchanged(&mut self, locked: usize) {
         for entry in &self.writes[..locked] {
+            if entry.locked_from.is_dead() {
+                continue; // never ours
+            }
             // SAFETY: pinned, so the header is valid; we took this lock in `commit` and
             // `locked_from` is the word it replaced.
             unsafe { (*entry.header).lock.restore(entry.locked_from) };

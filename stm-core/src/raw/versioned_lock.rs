@@ -6,8 +6,10 @@ use crate::sync::{AtomicU64, Ordering};
 pub(crate) const LOCK_BIT: u64 = 0b01;
 /// Set while a thread blocked in `retry` may be registered on this variable.
 pub(crate) const WAITER_BIT: u64 = 0b10;
-/// The version lives above the two flag bits.
-pub(crate) const VERSION_SHIFT: u32 = 2;
+/// Set, with `LOCK_BIT`, for good once the variable's last handle is gone (it is dead).
+pub(crate) const DEAD_BIT: u64 = 0b100;
+/// The version lives above the three flag bits.
+pub(crate) const VERSION_SHIFT: u32 = 3;
 
 /// A snapshot of a [`VersionedLock`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -27,6 +29,13 @@ impl Word {
         self.0 & WAITER_BIT != 0
     }
 
+    /// The variable is dead: no handle is left, and it will never change again. Its version is
+    /// the last committed one.
+    #[inline]
+    pub(crate) fn is_dead(self) -> bool {
+        self.0 & DEAD_BIT != 0
+    }
+
     /// The clock value of the commit that last wrote the variable.
     #[inline]
     pub(crate) fn version(self) -> u64 {
@@ -39,10 +48,11 @@ impl Word {
 /// # State
 ///
 /// ```text
-/// WAITER_BIT | LOCK_BIT | version | meaning
-///     0      |    0     |    v    | unlocked; last written by the commit at clock `v`
-///     1      |    0     |    v    | the same, and a `retry` waiter may be registered
-///     w      |    1     |    v    | a committer holds the lock; readers spin or abort
+/// DEAD_BIT | WAITER_BIT | LOCK_BIT | version | meaning
+///    0     |     0      |    0     |    v    | unlocked; last written by the commit at `v`
+///    0     |     1      |    0     |    v    | the same, and a `retry` waiter may be registered
+///    0     |     w      |    1     |    v    | a committer holds the lock; readers spin or abort
+///    1     |     0      |    1     |    v    | dead: locked for good, last written at `v`
 /// ```
 ///
 /// # Invariants
@@ -126,6 +136,22 @@ impl VersionedLock {
         self.state.store(word, Ordering::Release);
         #[cfg(stm_loom)]
         self.state.swap(word, Ordering::Release);
+    }
+
+    /// Locks the word for good, marking it dead and keeping its version, if it is unlocked;
+    /// returns the word it replaced. The caller is the variable's killer (its last handle is
+    /// gone): committers that meet the dead word skip their write, validation counts it as
+    /// unchanged.
+    pub(crate) fn try_kill(&self) -> Option<Word> {
+        let current = self.state.load(Ordering::Relaxed);
+        if current & LOCK_BIT != 0 {
+            return None;
+        }
+        let dead = (current & !WAITER_BIT) | LOCK_BIT | DEAD_BIT;
+        self.state
+            .compare_exchange(current, dead, Ordering::SeqCst, Ordering::Relaxed)
+            .ok()
+            .map(Word)
     }
 
     /// Sets `WAITER_BIT` if the word is unlocked and still at `version`; false if the variable
