@@ -262,27 +262,42 @@ fn timed(f: impl FnOnce()) -> Duration {
 /// Runs `step` `per_thread` times on each of `threads` threads, from a common start; each call
 /// gets the next value of its thread's xorshift sequence. Returns the wall time.
 fn run_threads(threads: usize, per_thread: u64, step: &(dyn Fn(u64) + Sync)) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    thread::scope(|s| {
-        for t in 0..threads {
-            let barrier = &barrier;
-            s.spawn(move || {
-                let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
-                barrier.wait();
-                for _ in 0..per_thread {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    step(seed);
-                }
-                barrier.wait();
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        barrier.wait();
-        start.elapsed()
-    })
+    // Each thread reads the clock itself, right after the common start and right after its
+    // last step; the wall time is the first start to the last end. (Timing from the spawning
+    // thread is wrong when it is descheduled after the start barrier: on 2 cores with 2 or more
+    // workers it often is, and the workers then finish before its clock starts.)
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..per_thread {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        step(seed);
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let first = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let last = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
+    last - first
 }
 
 /// `ops` transfers split over `threads` threads, timed from a common start.
