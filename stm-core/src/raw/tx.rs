@@ -177,6 +177,7 @@ impl RawTx {
 
     /// Runs `f` on the value of `tv` as this transaction sees it: its own pending write, or the
     /// committed value if that is consistent with every earlier read (opacity).
+    #[inline]
     pub(crate) fn read<T, R>(
         &mut self,
         tv: &TVarHandle<T>,
@@ -215,14 +216,42 @@ impl RawTx {
     }
 
     /// Loads the committed value of `raw` with `load` (its pointer or its words) at a version
-    /// consistent with the snapshot, and records the read.
-    #[inline]
+    /// consistent with the snapshot, and records the read. The common case (unlocked, within
+    /// the snapshot, unchanged around the load) is inlined into the caller.
+    #[inline(always)]
     fn read_committed<T, V>(
         &mut self,
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
     ) -> Result<V, Conflict> {
         debug_assert!(self.guard.is_some(), "read outside a running transaction");
+        let lock = &raw.header().lock;
+        let pre = lock.load();
+        if !pre.is_locked() && pre.version() <= self.rv {
+            let value = load(raw);
+            if same_version(pre, lock.load()) {
+                self.record_read(raw.header(), pre.version());
+                return Ok(value);
+            }
+        }
+        self.read_committed_slow(raw, load)
+    }
+
+    /// Appends a read of `header` at `version` to the read set.
+    #[inline(always)]
+    fn record_read(&mut self, header: &Header, version: u64) {
+        self.reads.push(ReadEntry { header, version });
+    }
+
+    /// [`read_committed`](Self::read_committed) when the variable is locked, newer than the
+    /// snapshot, or changed under the load: spin, extend, or give up.
+    #[cold]
+    #[inline(never)]
+    fn read_committed_slow<T, V>(
+        &mut self,
+        raw: &RawTVar<T>,
+        load: impl Fn(&RawTVar<T>) -> V,
+    ) -> Result<V, Conflict> {
         let lock = &raw.header().lock;
         let mut spins = 0_u32;
         loop {
@@ -242,10 +271,7 @@ impl RawTx {
             }
             let value = load(raw);
             if same_version(pre, lock.load()) {
-                self.reads.push(ReadEntry {
-                    header: raw.header(),
-                    version: pre.version(),
-                });
+                self.record_read(raw.header(), pre.version());
                 return Ok(value);
             }
         }
