@@ -452,6 +452,7 @@ pub(crate) fn with_idle_transaction<R>(f: impl FnOnce(&mut Transaction) -> R) ->
 pub(crate) fn collect_retired() {
     with_idle_transaction(|tx| {
         tx.raw.retired().flush(&crate::raw::reclaim::pin());
+        crate::raw::reclaim::flush_burials();
         crate::raw::reclaim::collect();
         tx.raw.retired().reclaim();
     });

@@ -44,6 +44,7 @@ struct Burial {
     queue: Vec<Dying>,
     /// Killed while `holding_locks` found their lock taken; retried once the locks are gone.
     blocked: Vec<Dying>,
+    /// The memory of killed variables, handed to the epoch in batches.
     memory: Vec<Retired>,
 }
 
@@ -143,11 +144,47 @@ fn run_burial() {
             super::tvar::backoff_spin(&mut spins);
         }
     }
-    let memory = BURIAL.with(|b| std::mem::take(&mut b.borrow_mut().memory));
-    if !memory.is_empty() {
+    let memory = BURIAL.with(|b| {
+        let mut b = b.borrow_mut();
+        (b.memory.len() >= Burial::MEMORY_BATCH).then(|| std::mem::take(&mut b.memory))
+    });
+    if let Some(memory) = memory {
         // SAFETY: each item is the memory of a killed variable: unlinked (no handles), retired
         // once, and freeable anywhere; pinned transactions may still hold its header.
         unsafe { defer_all(&pin(), memory) };
+    }
+}
+
+/// Hands the memory of the variables this thread killed to the epoch now, however few.
+pub(crate) fn flush_burials() {
+    #[cfg(not(stm_loom))]
+    {
+        let memory = BURIAL
+            .try_with(|b| std::mem::take(&mut b.borrow_mut().memory))
+            .unwrap_or_default();
+        if !memory.is_empty() {
+            // SAFETY: as in `run_burial`.
+            unsafe { defer_all(&pin(), memory) };
+        }
+    }
+}
+
+#[cfg(not(stm_loom))]
+impl Burial {
+    /// Dead variables whose memory is handed to the epoch together: one deferred closure (and
+    /// one vector) per batch instead of per death.
+    const MEMORY_BATCH: usize = 32;
+}
+
+#[cfg(not(stm_loom))]
+impl Drop for Burial {
+    fn drop(&mut self) {
+        // Thread exit: what is left goes to the epoch (freed by whoever collects).
+        let memory = std::mem::take(&mut self.memory);
+        if !memory.is_empty() {
+            // SAFETY: as in `run_burial`.
+            unsafe { defer_all(&pin(), memory) };
+        }
     }
 }
 
