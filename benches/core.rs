@@ -40,6 +40,13 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("or_else/retry-then-read", |b| {
         b.iter(|| atomically(|tx| tx.or_else(|_| retry(), |tx| one.read(tx))))
     });
+    // A variable's whole life: creation, and death when its only handle is dropped.
+    g.bench_function("new-drop/u64", |b| {
+        b.iter(|| drop(TVar::new(black_box(7_u64))))
+    });
+    g.bench_function("new-drop/String", |b| {
+        b.iter(|| drop(TVar::new(black_box(String::new()))))
+    });
     let mutex = Mutex::new(1_u64);
     g.bench_function("mutex/read/1", |b| b.iter(|| *black_box(&mutex).lock()));
     g.bench_function("mutex/rmw/1", |b| b.iter(|| *black_box(&mutex).lock() += 1));

@@ -32,10 +32,10 @@ impl Header {
     }
 }
 
-/// One transactional variable, aligned to a cache line, so that a transaction touching a
-/// variable misses on one line (two for a boxed value that was overwritten), and variables never
-/// share a line with their neighbours. The first value of a boxed variable lives in the
-/// variable itself (`slot`), so `TVar::new` makes one allocation.
+/// One transactional variable. A variable of a small plain value owns a cache line (see
+/// [`layout`]): a transaction touching it misses on one line, and neighbours never share it.
+/// The first value of a boxed variable lives in the variable itself (`slot`), so `TVar::new`
+/// makes one allocation.
 ///
 /// # Invariants
 ///
@@ -60,7 +60,7 @@ impl Header {
 ///   published to again. Its memory, though, is freed through the epoch: transaction logs hold
 ///   bare `*const Header` pointers, valid while the transaction that recorded them is pinned,
 ///   and they only ever load the lock word.
-#[repr(C, align(64))]
+#[repr(C)]
 pub(crate) struct RawTVar<T> {
     header: Header,
     value: AtomicPtr<T>,
@@ -69,11 +69,30 @@ pub(crate) struct RawTVar<T> {
 }
 
 /// The last field of a variable: the second word of an inline value, or the first value of a
-/// boxed one. Sharing the space keeps a variable of a value up to 32 bytes on one cache line.
+/// boxed one. Sharing the space keeps a variable of a value up to 32 bytes within 64 bytes.
 #[repr(C)]
 union Slot<T> {
     extra: ManuallyDrop<AtomicUsize>,
     initial: ManuallyDrop<UnsafeCell<MaybeUninit<T>>>,
+}
+
+/// The memory layout of a `RawTVar<T>`. Variables of small values without drop glue (counters,
+/// balances, flags: what threads tend to share and write) each get a cache line of their own,
+/// so that writers of neighbouring variables do not invalidate each other's lines (measured:
+/// two-thread transfers between 1,024 accounts 8% to 20% faster). Other variables keep the
+/// allocator's natural alignment: an aligned allocation (`memalign`) costs several times a plain
+/// one, and structures that create a variable per element (queues, trees) create many.
+/// Computed from `size_of` and `needs_drop` only, so every place that frees a variable agrees.
+fn layout<T>() -> std::alloc::Layout {
+    let natural = std::alloc::Layout::new::<RawTVar<T>>();
+    if size_of::<T>() <= size_of::<Words>() && !std::mem::needs_drop::<T>() {
+        natural
+            .align_to(64)
+            .expect("64 is a valid alignment")
+            .pad_to_align()
+    } else {
+        natural
+    }
 }
 
 /// `drop_value` of boxed variables.
@@ -109,9 +128,9 @@ unsafe fn drop_nothing<T>(_: &RawTVar<T>) {}
 unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
     /// Frees a dead variable's memory; its value was dropped by `kill`.
     unsafe fn free_memory<T>(ptr: *mut (), _: Option<&mut Pool>) {
-        // SAFETY: made by `Box::leak` in `TVarHandle::new`; `RawTVar` has no drop glue of its
-        // own (its value is in `MaybeUninit` or behind a pointer), so this frees memory only.
-        drop(unsafe { Box::from_raw(ptr.cast::<RawTVar<T>>()) });
+        // SAFETY: allocated with `layout::<T>()` in `TVarHandle::new`; `RawTVar` owns nothing
+        // else at this point (its value was dropped by `kill`).
+        unsafe { std::alloc::dealloc(ptr.cast(), layout::<T>()) };
     }
     // SAFETY: the memory stays allocated until the returned `Retired` is freed (the caller's
     // duty says the count is zero, so nobody else kills or frees it).
@@ -352,27 +371,39 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
     /// One allocation: the variable, with its first value inside (or inline).
     pub(crate) fn new(value: T) -> Self {
         let inline = alloc::is_inline::<T>();
-        let raw = Box::leak(Box::new(RawTVar {
-            header: Header {
-                lock: VersionedLock::new(0),
-                refs: AtomicUsize::new(1),
-            },
-            value: AtomicPtr::new(std::ptr::null_mut()),
-            drop_value: if inline {
-                drop_nothing::<T>
-            } else {
-                drop_boxed::<T>
-            },
-            slot: if inline {
-                Slot {
-                    extra: ManuallyDrop::new(AtomicUsize::new(0)),
-                }
-            } else {
-                Slot {
-                    initial: ManuallyDrop::new(UnsafeCell::new(MaybeUninit::uninit())),
-                }
-            },
-        }));
+        let layout = layout::<T>();
+        // SAFETY: the layout has a non-zero size (a header at least).
+        let memory = unsafe { std::alloc::alloc(layout) }.cast::<RawTVar<T>>();
+        if memory.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: fresh memory, sized and aligned for a `RawTVar<T>` (`layout` only adds
+        // alignment), written once here and owned by the handle made below.
+        unsafe {
+            memory.write(RawTVar {
+                header: Header {
+                    lock: VersionedLock::new(0),
+                    refs: AtomicUsize::new(1),
+                },
+                value: AtomicPtr::new(std::ptr::null_mut()),
+                drop_value: if inline {
+                    drop_nothing::<T>
+                } else {
+                    drop_boxed::<T>
+                },
+                slot: if inline {
+                    Slot {
+                        extra: ManuallyDrop::new(AtomicUsize::new(0)),
+                    }
+                } else {
+                    Slot {
+                        initial: ManuallyDrop::new(UnsafeCell::new(MaybeUninit::uninit())),
+                    }
+                },
+            });
+        }
+        // SAFETY: initialized just above; the handle below owns it from here.
+        let raw = unsafe { &*memory };
         if inline {
             // SAFETY: `T` is inline.
             let words = unsafe { alloc::to_words(value) };
