@@ -1,7 +1,9 @@
 //! The containers side by side with their lock-based and lock-free counterparts:
 //! `THashMap` vs `dashmap` and `Mutex<HashMap>`, `TMap` vs `Mutex<BTreeMap>`, and a bounded
 //! `TFifo` vs `crossbeam-channel` and the `stm` crate's usual queue (a `VecDeque` in one
-//! `TVar`), interleaved round by round like the core table.
+//! `TVar`), and a `TChannel` with one `TPort` vs an unbounded `crossbeam-channel`, interleaved
+//! round by round like the core table. The last column is the target the containers issue
+//! sets.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hint::black_box;
@@ -229,8 +231,59 @@ fn queue_subjects() -> Vec<Arc<dyn QueueSubject>> {
     ]
 }
 
-/// Prints one table row: median ns/op per subject, and its ratio to the first.
-fn row(label: &str, names: &[&str], samples: &mut [Vec<f64>]) {
+/// A multicast channel under test, on one thread: put a value, then take it through a port.
+pub(crate) trait ChannelSubject {
+    fn name(&self) -> &'static str;
+    fn put_take(&self, i: u64) -> u64;
+}
+
+struct StmxChannel(stmx::TChannel<u64>, stmx::TPort<u64>);
+struct CrossbeamUnbounded(
+    crossbeam_channel::Sender<u64>,
+    crossbeam_channel::Receiver<u64>,
+);
+
+impl ChannelSubject for StmxChannel {
+    fn name(&self) -> &'static str {
+        "stmx TChannel + TPort"
+    }
+    fn put_take(&self, i: u64) -> u64 {
+        stmx::atomically(|tx| self.0.put(tx, i));
+        stmx::atomically(|tx| self.1.take(tx))
+    }
+}
+
+impl ChannelSubject for CrossbeamUnbounded {
+    fn name(&self) -> &'static str {
+        "crossbeam unbounded"
+    }
+    fn put_take(&self, i: u64) -> u64 {
+        self.0.send(i).unwrap();
+        self.1.recv().unwrap()
+    }
+}
+
+fn channel_subjects() -> Vec<Box<dyn ChannelSubject>> {
+    let channel = stmx::TChannel::new();
+    let port = channel.subscribe();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    vec![
+        Box::new(StmxChannel(channel, port)),
+        Box::new(CrossbeamUnbounded(tx, rx)),
+    ]
+}
+
+/// Times `items` put-then-take steps; returns ns per item.
+fn put_take(subject: &dyn ChannelSubject, items: u64) -> f64 {
+    let start = Instant::now();
+    for i in 0..items {
+        assert_eq!(black_box(subject.put_take(i)), i);
+    }
+    start.elapsed().as_nanos() as f64 / items as f64
+}
+
+/// Prints one table row: median ns/op per subject, its ratio to the first, and the target.
+fn row(label: &str, names: &[&str], samples: &mut [Vec<f64>], target: &str) {
     let medians: Vec<f64> = samples.iter_mut().map(|s| super::median(s)).collect();
     let cells: Vec<String> = medians
         .iter()
@@ -243,7 +296,7 @@ fn row(label: &str, names: &[&str], samples: &mut [Vec<f64>]) {
         .map(|(m, n)| format!("{:.2}x {n}", medians[0] / m))
         .collect();
     println!(
-        "| {label} | {} | {} |",
+        "| {label} | {} | {} | {target} |",
         cells.join(" · "),
         ratios.join(" · ")
     );
@@ -253,14 +306,29 @@ pub(crate) fn run(rounds: usize) {
     println!(
         "\nContainers: median ns/op; ratio = stmx time / other time (lower is better for stmx)\n"
     );
-    println!("| workload | median ns/op | stmx / other |");
-    println!("|---|---|---|");
+    println!("| workload | median ns/op | stmx / other | target (issue 12) |");
+    println!("|---|---|---|---|");
     const MAP_OPS: u64 = 100_000;
-    for (label, subjects, threads) in [
-        ("THashMap 90/10, 1 thread", hash_subjects(), 1),
-        ("THashMap 90/10, 2 threads", hash_subjects(), 2),
-        ("TMap 90/10, 1 thread", tree_subjects(), 1),
-        ("TMap 90/10, 2 threads", tree_subjects(), 2),
+    for (label, subjects, threads, target) in [
+        (
+            "THashMap 90/10, 1 thread",
+            hash_subjects(),
+            1,
+            "≤ 2x dashmap",
+        ),
+        (
+            "THashMap 90/10, 2 threads",
+            hash_subjects(),
+            2,
+            "≤ 1.5x dashmap",
+        ),
+        (
+            "TMap 90/10, 1 thread",
+            tree_subjects(),
+            1,
+            "≤ 3x Mutex<BTreeMap>",
+        ),
+        ("TMap 90/10, 2 threads", tree_subjects(), 2, ""),
     ] {
         for s in &subjects {
             mixed(s, threads, MAP_OPS);
@@ -272,7 +340,7 @@ pub(crate) fn run(rounds: usize) {
             }
         }
         let names: Vec<&str> = subjects.iter().map(|s| s.name()).collect();
-        row(label, &names, &mut samples);
+        row(label, &names, &mut samples, target);
     }
 
     const ITEMS: u64 = 100_000;
@@ -291,5 +359,25 @@ pub(crate) fn run(rounds: usize) {
         &format!("bounded({QUEUE_CAPACITY}) queue, 1 producer / 1 consumer"),
         &names,
         &mut samples,
+        "≤ 3x crossbeam bounded",
+    );
+
+    const STEPS: u64 = 100_000;
+    let subjects = channel_subjects();
+    for s in &subjects {
+        put_take(s.as_ref(), STEPS / 10);
+    }
+    let mut samples = vec![Vec::with_capacity(rounds); subjects.len()];
+    for _ in 0..rounds {
+        for (i, s) in subjects.iter().enumerate() {
+            samples[i].push(put_take(s.as_ref(), STEPS));
+        }
+    }
+    let names: Vec<&str> = subjects.iter().map(|s| s.name()).collect();
+    row(
+        "channel + one port, put then take, 1 thread",
+        &names,
+        &mut samples,
+        "≤ 6x crossbeam unbounded",
     );
 }
