@@ -66,8 +66,8 @@ pub use stm_persist as persist;
 pub mod prelude {
     pub use stm_collections::{TCell, TChannel, TFifo, THashMap, TMap, TPort, TSet, TStack};
     pub use stm_core::{
-        StmError, StmResult, TVar, Transaction, TxError, atomically, guard, optionally, retry,
-        transactional, try_atomically, unwrap_or_retry,
+        Reader, StmError, StmResult, TVar, Transaction, TxError, atomically, guard, optionally,
+        retry, transactional, try_atomically, unwrap_or_retry,
     };
 }
 

@@ -417,3 +417,79 @@ fn variables_die_while_other_transactions_hold_them_in_their_logs() {
         stmx::collect_garbage();
     }
 }
+
+/// A list of `TVar`s walked with `read_through` / `read_ref` while writers move amounts between
+/// its nodes: every walk sees one consistent snapshot (opacity through a `Reader`).
+#[test]
+fn walks_through_a_reader_see_one_snapshot() {
+    struct Node {
+        amount: i64,
+        next: Option<TVar<Node>>,
+    }
+    const NODES: usize = 32;
+    // Built back to front: each node holds the handle of the next.
+    let mut tail = None;
+    let mut handles = Vec::new();
+    for _ in 0..NODES {
+        let node = TVar::new(Node {
+            amount: 100,
+            next: tail.take(),
+        });
+        handles.push(node.clone());
+        tail = Some(node);
+    }
+    let head = tail.expect("at least one node");
+    handles.reverse();
+    let handles = Arc::new(handles);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (handles, stop) = (Arc::clone(&handles), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut seed = 3 + w as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let a = (next(&mut seed) % NODES as u64) as usize;
+                    let b = (next(&mut seed) % NODES as u64) as usize;
+                    let n = (next(&mut seed) % 10) as i64;
+                    atomically(|tx| {
+                        let x = handles[a].read_with(tx, |node| node.amount)?;
+                        let next_a = handles[a].read_with(tx, |node| node.next.clone())?;
+                        handles[a].write(
+                            tx,
+                            Node {
+                                amount: x - n,
+                                next: next_a,
+                            },
+                        )?;
+                        let y = handles[b].read_with(tx, |node| node.amount)?;
+                        let next_b = handles[b].read_with(tx, |node| node.next.clone())?;
+                        handles[b].write(
+                            tx,
+                            Node {
+                                amount: y + n,
+                                next: next_b,
+                            },
+                        )
+                    });
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20_000 {
+        let total = atomically(|tx| {
+            head.read_through(tx, |mut node, reader| {
+                let mut total = node.amount;
+                while let Some(link) = &node.next {
+                    node = reader.read_ref(link)?;
+                    total += node.amount;
+                }
+                Ok(total)
+            })
+        });
+        assert_eq!(total, 100 * NODES as i64, "a walk saw a torn snapshot");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+}

@@ -195,3 +195,46 @@ fn a_waiter_is_woken_when_the_variable_it_waits_on_dies() {
     assert_eq!(seen, u32::MAX);
     waiter.join().unwrap();
 }
+
+/// `read_through` and `Reader::read_ref` see what `read` sees: the transaction's own pending
+/// writes, inline values (lent as copies, more than one arena chunk of them) and boxed ones.
+#[test]
+fn read_through_sees_pending_writes_and_inline_values() {
+    let small: Vec<TVar<u64>> = (0..200).map(TVar::new).collect();
+    let holder = TVar::new(small.clone());
+    let name = TVar::new(String::from("old"));
+    let outer = TVar::new(name.clone());
+    let (sum, seen) = atomically(|tx| {
+        small[7].write(tx, 1_000)?;
+        name.write(tx, String::from("new"))?;
+        let sum = holder.read_through(tx, |vars, reader| {
+            let mut refs = Vec::new();
+            for v in vars {
+                refs.push(reader.read_ref(v)?);
+            }
+            // Every reference is still valid after later reads.
+            Ok(refs.iter().map(|r| **r).sum::<u64>())
+        })?;
+        let seen = outer.read_through(tx, |name, reader| Ok(reader.read_ref(name)?.clone()))?;
+        Ok((sum, seen))
+    });
+    assert_eq!(sum, (0..200).sum::<u64>() - 7 + 1_000);
+    assert_eq!(seen, "new");
+}
+
+/// Reads through a `Reader` belong to the transaction: a transaction that waits in `retry`
+/// after reading a variable only through `read_ref` is woken when that variable changes.
+#[test]
+fn a_retry_waits_on_what_a_reader_read() {
+    let flag = TVar::new(false);
+    let outer = TVar::new(flag.clone());
+    let waiter = thread::spawn(move || {
+        atomically(|tx| {
+            let up = outer.read_through(tx, |flag, reader| Ok(*reader.read_ref(flag)?))?;
+            if up { Ok(()) } else { retry() }
+        })
+    });
+    thread::sleep(std::time::Duration::from_millis(20));
+    flag.write_atomic(true);
+    waiter.join().unwrap();
+}

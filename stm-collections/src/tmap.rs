@@ -440,19 +440,18 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let mut link = self.inner.root.read(tx)?;
-        while let Some(h) = link {
-            let step = h.read_with(tx, |n| match key.cmp(n.key.borrow()) {
-                Ordering::Less => Err(n.left.clone()),
-                Ordering::Greater => Err(n.right.clone()),
-                Ordering::Equal => Ok(hit(n)),
-            })?;
-            match step {
-                Ok(found) => return Ok(Some(found)),
-                Err(next) => link = next,
+        // Down the tree through borrowed links: no handle is cloned on the way.
+        self.inner.root.read_through(tx, |mut link, reader| {
+            while let Some(handle) = link {
+                let node = reader.read_ref(handle)?;
+                link = match key.cmp(node.key.borrow()) {
+                    Ordering::Less => &node.left,
+                    Ordering::Greater => &node.right,
+                    Ordering::Equal => return Ok(Some(hit(node))),
+                };
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Whether the map has an entry for `key`.

@@ -79,6 +79,7 @@ mod transaction;
 mod tvar;
 
 pub use error::{StmError, StmResult, TxError, guard, retry, unwrap_or_retry};
+pub use raw::tx::Reader;
 pub use stats::{Stats, stats};
 pub use transaction::{CommitVersion, Transaction, atomically, optionally, try_atomically};
 pub use tvar::TVar;

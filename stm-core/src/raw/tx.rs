@@ -19,6 +19,127 @@ use crate::sync::{Arc, spin_loop};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Conflict;
 
+/// Reads of the running transaction, and nothing else, for as long as `'a`: what
+/// [`TVar::read_through`] lends its closure, so that it can walk a structure of variables (a
+/// tree, a list) through the handles inside the values it reads, without cloning a handle.
+///
+/// A `Reader` cannot write, roll back, retry or commit, and the transaction cannot end while it
+/// exists, so every value it reads stays valid for `'a`: [`read_ref`](Reader::read_ref) hands
+/// out references for all of `'a`. Reads through a `Reader` belong to the transaction like any
+/// other (they are validated, and a `retry` waits on them).
+///
+/// [`TVar::read_through`]: crate::TVar::read_through
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::{TVar, atomically};
+///
+/// struct Node { value: u32, next: Option<TVar<Node>> }
+/// let list = TVar::new(Node { value: 1, next: Some(TVar::new(Node { value: 2, next: None })) });
+/// // Sum the list without cloning a single handle.
+/// let sum = atomically(|tx| {
+///     list.read_through(tx, |mut node, reader| {
+///         let mut sum = node.value;
+///         while let Some(next) = &node.next {
+///             node = reader.read_ref(next)?;
+///             sum += node.value;
+///         }
+///         Ok(sum)
+///     })
+/// });
+/// assert_eq!(sum, 3);
+/// ```
+pub struct Reader<'a>(&'a mut RawTx);
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// [`RawTx::read`] on the lent transaction.
+    #[inline]
+    pub(crate) fn read_raw<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.0.read(tv, f)
+    }
+
+    /// The value of `tv` as the transaction sees it, for all of `'a`.
+    pub(crate) fn read_ref_raw<T>(&mut self, tv: &'a TVarHandle<T>) -> Result<&'a T, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        let ptr = self.0.read_ptr(tv)?;
+        // SAFETY: `read_ptr` returns the pending value, the pinned committed value or a copy in
+        // the attempt's arena; each stays allocated and unmodified until the attempt ends, which
+        // cannot happen while this `Reader` borrows the transaction (`'a`). The handle `tv` is
+        // borrowed for `'a` too, so the variable cannot die (which would drop its value) first.
+        Ok(unsafe { &*ptr })
+    }
+}
+
+/// Copies of inline values handed out by [`Reader::read_ref`], valid until the attempt ends.
+///
+/// # Invariants
+///
+/// `chunks` are `Box<[Slot16; ARENA_CHUNK]>` allocations owned by the arena; the first `used`
+/// slots (across chunks, in order) are initialized. Slots are written through raw pointers
+/// only, never through a reference to a whole chunk, so references handed out to earlier slots
+/// stay valid while later ones are written. `clear` (at the end of an attempt) makes them all
+/// free again.
+#[derive(Debug, Default)]
+struct Arena {
+    chunks: Vec<*mut Slot16>,
+    used: usize,
+}
+
+/// One arena slot: two words, aligned for any inline type (`u128` included).
+#[derive(Debug, Clone, Copy)]
+#[repr(align(16))]
+struct Slot16(#[allow(dead_code, reason = "read through pointers")] Words);
+
+const ARENA_CHUNK: usize = 64;
+
+impl Arena {
+    /// Stores `words`; returns where, valid until [`clear`](Self::clear).
+    fn push(&mut self, words: Words) -> *const Words {
+        let (chunk, slot) = (self.used / ARENA_CHUNK, self.used % ARENA_CHUNK);
+        if chunk == self.chunks.len() {
+            let fresh: Box<[Slot16; ARENA_CHUNK]> = Box::new([Slot16([0; 2]); ARENA_CHUNK]);
+            self.chunks.push(Box::into_raw(fresh).cast::<Slot16>());
+        }
+        // SAFETY: `chunks[chunk]` is a live chunk of `ARENA_CHUNK` slots (invariant) and
+        // `slot < ARENA_CHUNK`; the slot is past `used`, so nobody holds a reference to it.
+        let at = unsafe { self.chunks[chunk].add(slot) };
+        // SAFETY: as above; written through the raw pointer only.
+        unsafe { at.write(Slot16(words)) };
+        self.used += 1;
+        at.cast::<Words>()
+    }
+
+    fn clear(&mut self) {
+        self.used = 0;
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        for chunk in self.chunks.drain(..) {
+            // SAFETY: made by `Box::into_raw` of a `Box<[Slot16; ARENA_CHUNK]>` (invariant),
+            // freed once, here, when nobody can hold references into it (the log is dropped).
+            drop(unsafe { Box::from_raw(chunk.cast::<[Slot16; ARENA_CHUNK]>()) });
+        }
+    }
+}
+
 /// How many times a reader spins on a locked variable before giving up on this attempt.
 const READ_SPINS: u32 = 128;
 /// How many times a committer spins on a taken lock before abandoning the commit.
@@ -120,6 +241,8 @@ pub(crate) struct RawTx {
     nest: usize,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
+    /// Copies of inline values lent out by `Reader::read_ref`, until the attempt ends.
+    arena: Arena,
     /// Values replaced by this thread's commits, on their way through the epoch back into this
     /// thread's pool of value blocks.
     retired: Recycler,
@@ -138,6 +261,7 @@ impl RawTx {
             undo: Vec::new(),
             nest: 0,
             scratch: Vec::new(),
+            arena: Arena::default(),
             retired: Recycler::default(),
         }
     }
@@ -213,6 +337,51 @@ impl RawTx {
         // loaded while `self.guard` pins us: it stays allocated and unmodified until we unpin
         // (invariant on `RawTVar`).
         Ok(f(unsafe { &*ptr }))
+    }
+
+    /// [`read`](Self::read), lending `f` a [`Reader`] of this transaction for as long as the
+    /// value it is given.
+    #[inline]
+    pub(crate) fn read_nested<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl for<'a> FnOnce(&'a T, &mut Reader<'a>) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        let ptr = self.read_ptr(tv)?;
+        // SAFETY: as in `Reader::read_ref_raw`: the value stays valid until the attempt ends,
+        // which cannot happen during `f` (it only gets a `Reader`), and `tv` outlives the call.
+        let value = unsafe { &*ptr };
+        Ok(f(value, &mut Reader(self)))
+    }
+
+    /// A pointer to the value of `tv` as this transaction sees it, valid until the attempt ends
+    /// unless the transaction writes `tv` again (callers lend only a `Reader` meanwhile): the
+    /// pending value, the pinned committed value, or for an inline value a copy in the arena.
+    fn read_ptr<T>(&mut self, tv: &TVarHandle<T>) -> Result<*const T, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        let raw = tv.raw();
+        let header: *const Header = raw.header();
+        let inline = alloc::is_inline::<T>();
+        let words = if !self.writes.is_empty()
+            && let Some(i) = self.find(header)
+        {
+            let entry = &self.writes[i];
+            if !inline {
+                return Ok(entry.pending.cast::<T>());
+            }
+            entry.words
+        } else if inline {
+            self.read_committed(raw, RawTVar::load_words)?
+        } else {
+            return Ok(self.read_committed(raw, RawTVar::load_value)?);
+        };
+        // An inline value is words, not a `T` in memory: lend a copy that lives as long.
+        Ok(self.arena.push(words).cast::<T>())
     }
 
     /// Loads the committed value of `raw` with `load` (its pointer or its words) at a version
@@ -658,6 +827,7 @@ impl RawTx {
             self.truncate_writes(0);
         }
         self.reads.clear();
+        self.arena.clear();
         self.nest = 0;
         self.guard = None;
         if self.reads.capacity() > KEEP_CAPACITY {
