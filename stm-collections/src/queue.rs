@@ -71,14 +71,16 @@ pub(crate) fn push<T: Clone + Send + Sync + 'static>(
     )
 }
 
-/// The next value after the consumer cursor `front`, without consuming it.
-pub(crate) fn peek<T: Clone + Send + Sync + 'static>(
+/// What `f` makes of the next value after the consumer cursor `front`, without consuming it;
+/// `None` if there is none. Reads through the cursor without cloning its slot's handle.
+pub(crate) fn peek_with<T: Clone + Send + Sync + 'static, R>(
     tx: &mut Transaction,
     front: &TVar<Cursor<T>>,
-) -> StmResult<Option<T>> {
-    let at = front.read(tx)?;
-    at.slot
-        .read_with(tx, |cell| cell.as_ref().map(|c| c.value.clone()))
+    f: impl FnOnce(&T) -> R,
+) -> StmResult<Option<R>> {
+    front.read_through(tx, |at, reader| {
+        reader.read_with(&at.slot, |cell| cell.as_ref().map(|c| f(&c.value)))
+    })
 }
 
 /// Takes the next value after the consumer cursor `front`, or `None` if there is none.

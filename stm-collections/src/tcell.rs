@@ -219,7 +219,28 @@ impl<T: Clone + Send + Sync + 'static> TCell<T> {
     /// assert!(atomically(|tx| cell.is_full(tx)));
     /// ```
     pub fn peek(&self, tx: &mut Transaction) -> StmResult<Option<T>> {
-        self.slot.read(tx)
+        self.peek_with(tx, T::clone)
+    }
+
+    /// What `f` makes of the value, without taking or cloning it; `None` if the cell is empty.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TCell; use stm_core::atomically;
+    /// let cell = TCell::with_value(vec![0_u8; 4096]);
+    /// assert_eq!(atomically(|tx| cell.peek_with(tx, Vec::len)), Some(4096));
+    /// ```
+    pub fn peek_with<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<Option<R>> {
+        self.slot.read_with(tx, |value| value.as_ref().map(f))
     }
 
     /// Empties the cell, dropping its value if it has one.

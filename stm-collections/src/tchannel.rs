@@ -268,7 +268,30 @@ impl<T: Clone + Send + Sync + 'static> TPort<T> {
     /// assert_eq!(atomically(|tx| port.take(tx)), 5);
     /// ```
     pub fn peek(&self, tx: &mut Transaction) -> StmResult<Option<T>> {
-        queue::peek(tx, &self.front)
+        self.peek_with(tx, T::clone)
+    }
+
+    /// What `f` makes of the next value, without taking or cloning it; `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TChannel; use stm_core::atomically;
+    /// let channel = TChannel::new();
+    /// let port = channel.subscribe();
+    /// atomically(|tx| channel.put(tx, vec![0_u8; 1024]));
+    /// assert_eq!(atomically(|tx| port.peek_with(tx, Vec::len)), Some(1024));
+    /// ```
+    pub fn peek_with<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<Option<R>> {
+        queue::peek_with(tx, &self.front, f)
     }
 
     /// Whether the port has no value to take.

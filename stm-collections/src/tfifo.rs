@@ -280,11 +280,34 @@ impl<T: Clone + Send + Sync + 'static> TFifo<T> {
     /// assert_eq!(atomically(|tx| fifo.len(tx)), 1);
     /// ```
     pub fn peek(&self, tx: &mut Transaction) -> StmResult<Option<T>> {
+        self.peek_with(tx, T::clone)
+    }
+
+    /// What `f` makes of the oldest value, without taking or cloning it; `None` if the queue
+    /// is empty.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TFifo; use stm_core::atomically;
+    /// let fifo = TFifo::bounded(4);
+    /// atomically(|tx| fifo.put(tx, String::from("first")));
+    /// assert_eq!(atomically(|tx| fifo.peek_with(tx, String::len)), Some(5));
+    /// ```
+    pub fn peek_with<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<Option<R>> {
         match &*self.inner {
-            Flavor::Unbounded { front, .. } => queue::peek(tx, front),
+            Flavor::Unbounded { front, .. } => queue::peek_with(tx, front, f),
             Flavor::Bounded { slots, head, .. } => {
                 let position = head.read(tx)?;
-                slots[slot_index(position, slots.len())].read(tx)
+                slots[slot_index(position, slots.len())].read_with(tx, |v| v.as_ref().map(f))
             }
         }
     }

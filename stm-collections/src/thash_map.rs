@@ -229,12 +229,39 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.get_with(tx, key, V::clone)
+    }
+
+    /// What `f` makes of the value for `key`, without cloning it; `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::new();
+    /// atomically(|tx| map.insert(tx, "big", vec![0_u8; 4096]));
+    /// assert_eq!(atomically(|tx| map.get_with(tx, "big", Vec::len)), Some(4096));
+    /// ```
+    pub fn get_with<Q, R>(
+        &self,
+        tx: &mut Transaction,
+        key: &Q,
+        f: impl FnOnce(&V) -> R,
+    ) -> StmResult<Option<R>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = self.hash(key);
         self.table(tx)?.bucket(hash).read_with(tx, |entries| {
             entries
                 .iter()
                 .find(|(k, _)| k.borrow() == key)
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| f(v))
         })
     }
 

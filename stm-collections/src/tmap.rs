@@ -426,7 +426,34 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.find(tx, key, |n| n.value.clone())
+        self.get_with(tx, key, V::clone)
+    }
+
+    /// What `f` makes of the value for `key`, without cloning it; `None` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TMap; use stm_core::atomically;
+    /// let map = TMap::new();
+    /// atomically(|tx| map.insert(tx, 1, String::from("one")));
+    /// assert_eq!(atomically(|tx| map.get_with(tx, &1, String::len)), Some(3));
+    /// ```
+    pub fn get_with<Q, R>(
+        &self,
+        tx: &mut Transaction,
+        key: &Q,
+        f: impl FnOnce(&V) -> R,
+    ) -> StmResult<Option<R>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find(tx, key, |n| f(&n.value))
     }
 
     /// Searches for `key`; on a hit, returns what `hit` makes of its node.
@@ -434,7 +461,7 @@ where
         &self,
         tx: &mut Transaction,
         key: &Q,
-        hit: impl Fn(&Node<K, V>) -> R,
+        hit: impl FnOnce(&Node<K, V>) -> R,
     ) -> StmResult<Option<R>>
     where
         K: Borrow<Q>,

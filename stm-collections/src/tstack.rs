@@ -186,8 +186,31 @@ impl<T: Clone + Send + Sync + 'static> TStack<T> {
     /// assert_eq!(atomically(|tx| stack.len(tx)), 1);
     /// ```
     pub fn peek(&self, tx: &mut Transaction) -> StmResult<Option<T>> {
+        self.peek_with(tx, T::clone)
+    }
+
+    /// What `f` makes of the top value, without popping or cloning it; `None` if the stack is
+    /// empty.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TStack; use stm_core::atomically;
+    /// let stack = TStack::new();
+    /// atomically(|tx| stack.push(tx, vec![1, 2, 3]));
+    /// assert_eq!(atomically(|tx| stack.peek_with(tx, |v| v.len())), Some(3));
+    /// ```
+    pub fn peek_with<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<Option<R>> {
         self.head
-            .read_with(tx, |head| head.as_ref().map(|n| n.value.clone()))
+            .read_with(tx, |head| head.as_ref().map(|n| f(&n.value)))
     }
 
     /// The number of values; O(1).
