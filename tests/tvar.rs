@@ -200,10 +200,23 @@ fn a_waiter_is_woken_when_the_variable_it_waits_on_dies() {
 /// writes, inline values (lent as copies, more than one arena chunk of them) and boxed ones.
 #[test]
 fn read_through_sees_pending_writes_and_inline_values() {
-    let small: Vec<TVar<u64>> = (0..200).map(TVar::new).collect();
+    // 300 inline values: more arena chunks than an arena keeps between attempts.
+    let small: Vec<TVar<u64>> = (0..300).map(TVar::new).collect();
     let holder = TVar::new(small.clone());
     let name = TVar::new(String::from("old"));
     let outer = TVar::new(name.clone());
+    // Three times: later attempts reuse (and trim) the arena of the first.
+    for _ in 0..3 {
+        read_all(&small, &holder, &name, &outer);
+    }
+}
+
+fn read_all(
+    small: &[TVar<u64>],
+    holder: &TVar<Vec<TVar<u64>>>,
+    name: &TVar<String>,
+    outer: &TVar<TVar<String>>,
+) {
     let (sum, seen) = atomically(|tx| {
         small[7].write(tx, 1_000)?;
         name.write(tx, String::from("new"))?;
@@ -218,7 +231,7 @@ fn read_through_sees_pending_writes_and_inline_values() {
         let seen = outer.read_through(tx, |name, reader| Ok(reader.read_ref(name)?.clone()))?;
         Ok((sum, seen))
     });
-    assert_eq!(sum, (0..200).sum::<u64>() - 7 + 1_000);
+    assert_eq!(sum, (0..300).sum::<u64>() - 7 + 1_000);
     assert_eq!(seen, "new");
 }
 

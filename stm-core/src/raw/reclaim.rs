@@ -306,8 +306,9 @@ impl Recycler {
     ///
     /// # Safety
     ///
-    /// As for [`retire`]: `item.ptr` is unlinked and retired once, `item.free` is its matching
-    /// free function, and freeing it on another thread is sound.
+    /// `item.ptr` is unlinked (no thread that pins from now on can reach it) and retired once,
+    /// `item.free` is its matching free function, and freeing it on another thread is sound
+    /// (the invariant on `Recycler`).
     #[inline]
     pub(crate) unsafe fn push(&mut self, guard: &Guard, item: Retired) {
         self.current.push(item);

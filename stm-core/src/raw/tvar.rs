@@ -268,10 +268,11 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
             // The initial slot is part of the variable: its memory must outlive the slot's
             // grace period, so the retired slot holds a count of its own.
             if self.header.refs.fetch_add(1, Ordering::Relaxed) == 0 {
-                // No handle is left: the variable died while this commit held its lock (a
-                // `while_committing` hook dropped the last handle), and its burial waits for
-                // the lock. Nobody dereferences the value of a variable without a handle, so
-                // the slot's value is dropped now; the burial drops `new`.
+                // No handle is left: the variable died while this commit held its lock (its
+                // last handle went on another thread, or in one of this commit's
+                // `while_committing` hooks), and its burial waits for the lock. Nobody
+                // dereferences the value of a variable without a handle, so the slot's value is
+                // dropped now; the burial drops `new`.
                 self.header.refs.store(0, Ordering::Relaxed);
                 // SAFETY: the slot held the published value, now unlinked and unreachable.
                 unsafe { std::ptr::drop_in_place(old) };
