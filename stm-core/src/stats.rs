@@ -1,4 +1,4 @@
-//! Cumulative counters: commits, conflict restarts, retry waits.
+//! Cumulative counters: commits, conflict restarts, retry waits, read-only misses.
 
 use std::ops::Sub;
 
@@ -29,6 +29,11 @@ pub struct Stats {
     pub conflicts: u64,
     /// Times a transaction blocked in [`retry`](crate::retry) waiting for a change.
     pub retries: u64,
+    /// Attempts re-run because they ran without a read set, as read-only ones do where the same
+    /// code only read before, and then needed one: they wrote, retried, registered a
+    /// `while_committing` hook or met a version newer than their snapshot. Not conflicts; see
+    /// "Read-only attempts" in `docs/design.md`.
+    pub read_only_misses: u64,
 }
 
 impl Sub for Stats {
@@ -39,6 +44,9 @@ impl Sub for Stats {
             commits: self.commits.saturating_sub(earlier.commits),
             conflicts: self.conflicts.saturating_sub(earlier.conflicts),
             retries: self.retries.saturating_sub(earlier.retries),
+            read_only_misses: self
+                .read_only_misses
+                .saturating_sub(earlier.read_only_misses),
         }
     }
 }
@@ -63,6 +71,7 @@ pub fn stats() -> Stats {
         commits: sum.commits + c.commits.load(Ordering::Relaxed),
         conflicts: sum.conflicts + c.conflicts.load(Ordering::Relaxed),
         retries: sum.retries + c.retries.load(Ordering::Relaxed),
+        read_only_misses: sum.read_only_misses + c.read_only_misses.load(Ordering::Relaxed),
     })
 }
 
@@ -72,6 +81,7 @@ pub(crate) struct Counters {
     commits: AtomicU64,
     conflicts: AtomicU64,
     retries: AtomicU64,
+    read_only_misses: AtomicU64,
 }
 
 #[inline]
@@ -97,6 +107,7 @@ impl Counters {
         registry.retired.commits += this.commits.load(Ordering::Relaxed);
         registry.retired.conflicts += this.conflicts.load(Ordering::Relaxed);
         registry.retired.retries += this.retries.load(Ordering::Relaxed);
+        registry.retired.read_only_misses += this.read_only_misses.load(Ordering::Relaxed);
     }
 
     #[inline]
@@ -110,6 +121,10 @@ impl Counters {
 
     pub(crate) fn retry(&self) {
         bump(&self.retries);
+    }
+
+    pub(crate) fn read_only_miss(&self) {
+        bump(&self.read_only_misses);
     }
 }
 
@@ -127,6 +142,7 @@ fn registry() -> &'static Mutex<Registry> {
             commits: 0,
             conflicts: 0,
             retries: 0,
+            read_only_misses: 0,
         },
     });
     &REGISTRY

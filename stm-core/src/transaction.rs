@@ -87,6 +87,7 @@ pub struct Transaction {
     committing: Vec<CommittingHook>,
     waiter: Option<Arc<Waiter>>,
     counters: Arc<Counters>,
+    hints: Hints,
 }
 
 impl fmt::Debug for Transaction {
@@ -117,6 +118,7 @@ impl Transaction {
             committing: Vec::new(),
             waiter: None,
             counters: Counters::register(),
+            hints: Hints::default(),
         }
     }
 
@@ -504,8 +506,78 @@ fn backoff(conflicts: u32, seed: &mut u64) {
     }
 }
 
-/// The run loop shared by [`atomically`] and [`try_atomically`].
-fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Result<T, E> {
+/// Identifies the code of a transaction for [`Hints`]: the call site of `atomically` (through
+/// `#[track_caller]`) mixed with the name of the closure's type, which tells apart the closures
+/// that one wrapper function passes on. Two transactions that still share a site share a hint;
+/// that costs at most some read-only misses, never correctness.
+#[inline(always)]
+#[track_caller]
+fn site_of<F>(_: &F) -> usize {
+    let caller = std::panic::Location::caller() as *const _ as usize;
+    let name = std::any::type_name::<F>().as_ptr() as usize;
+    caller ^ name.rotate_left(32)
+}
+
+/// How many commits a site runs with a read set after one of its transactions wrote or missed.
+const LOGGED_AFTER_WRITE: u32 = 64;
+/// Slots in a thread's table of [`Hint`]s (direct-mapped by site).
+const HINT_SLOTS: usize = 64;
+
+/// What a thread has learned about the transactions of one site (see [`site_of`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Hint {
+    site: usize,
+    /// Commits left before the site's next transaction may run without a read set.
+    logged_for: u32,
+}
+
+/// Per-thread predictions of which transactions only read, so that those can run without
+/// recording a read set (`RawTx::begin_unlogged`): a site runs unlogged once its last
+/// `LOGGED_AFTER_WRITE` commits on this thread were read-only. A wrong guess costs one re-run
+/// (a "read-only miss"); a site that writes at all often therefore stays logged.
+#[derive(Debug)]
+struct Hints([Hint; HINT_SLOTS]);
+
+impl Default for Hints {
+    fn default() -> Self {
+        Self([Hint::default(); HINT_SLOTS])
+    }
+}
+
+impl Hints {
+    #[inline]
+    fn slot(site: usize) -> usize {
+        ((site as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
+    }
+
+    /// Whether the next transaction of `site` should run without a read set.
+    #[inline]
+    fn read_only(&self, site: usize) -> bool {
+        let hint = self.0[Self::slot(site)];
+        hint.site == site && hint.logged_for == 0
+    }
+
+    /// Records how a logged attempt of a transaction of `site` is about to commit: `wrote` if it
+    /// writes, carries an ordered hook, or its unlogged attempt missed.
+    #[inline]
+    fn learn(&mut self, site: usize, wrote: bool) {
+        let hint = &mut self.0[Self::slot(site)];
+        let logged_for = match (hint.site == site, wrote) {
+            (true, true) if hint.logged_for == LOGGED_AFTER_WRITE => return,
+            (_, true) => LOGGED_AFTER_WRITE,
+            (true, false) => hint.logged_for.saturating_sub(1),
+            (false, false) => 0,
+        };
+        *hint = Hint { site, logged_for };
+    }
+}
+
+/// The run loop shared by [`atomically`] and [`try_atomically`]; `site` is [`site_of`] the
+/// caller's closure.
+fn run<T, E>(
+    site: usize,
+    mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
+) -> Result<T, E> {
     let mut session = Session::enter();
     let tx = session
         .tx
@@ -514,8 +586,15 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
     let mut conflicts = 0_u32;
     let mut seed = tx as *const Transaction as u64 | 1;
     let mut serial: Option<SerialToken> = None;
+    // Only a first attempt runs unlogged; a re-run for any reason keeps a read set.
+    let mut unlogged = tx.hints.read_only(site);
+    let mut missed = false;
     loop {
-        tx.raw.begin();
+        if unlogged {
+            tx.raw.begin_unlogged();
+        } else {
+            tx.raw.begin();
+        }
         let outcome = f(tx).and_then(|v| {
             if !tx.before.is_empty() {
                 tx.run_before_commit()?;
@@ -523,6 +602,12 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
             // Read-only transactions are already committed: every read was checked against the
             // snapshot when it was made.
             if tx.raw.has_writes() || !tx.committing.is_empty() {
+                if !tx.raw.logs_reads() {
+                    // Ordered hooks serialize a read-only commit by validating its read set.
+                    tx.raw.require_log();
+                    return Err(StmError::Conflict.into());
+                }
+                tx.hints.learn(site, true);
                 if serial.is_none() {
                     yield_to_starving();
                 }
@@ -537,9 +622,22 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
                     }))
                 };
                 committed.map_err(|_| StmError::Conflict)?;
+            } else if tx.raw.logs_reads() {
+                tx.hints.learn(site, missed);
             }
             Ok(v)
         });
+        if unlogged {
+            unlogged = false;
+            // A void attempt (it needed a read set), or a retry, which must know what to wait
+            // for: re-run with a read set, at once (nothing conflicted).
+            if tx.raw.needs_log() || matches!(outcome, Err(TxError::Stm(StmError::Retry))) {
+                tx.counters.read_only_miss();
+                tx.clear();
+                missed = true;
+                continue;
+            }
+        }
         match outcome {
             Ok(v) => {
                 tx.counters.commit();
@@ -615,8 +713,10 @@ fn run<T, E>(mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>) -> Re
 /// });
 /// assert_eq!(a.read_atomic() + b.read_atomic(), 10);
 /// ```
+#[track_caller]
 pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
-    match run::<T, std::convert::Infallible>(|tx| f(tx).map_err(TxError::Stm)) {
+    let site = site_of(&f);
+    match run::<T, std::convert::Infallible>(site, |tx| f(tx).map_err(TxError::Stm)) {
         Ok(v) => v,
         Err(never) => match never {},
     }
@@ -656,10 +756,11 @@ pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
 /// assert_eq!(take(1), Ok(1));
 /// assert_eq!(take(5), Err("only 1 left".to_string()));
 /// ```
+#[track_caller]
 pub fn try_atomically<T, E>(
     f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
 ) -> Result<T, E> {
-    run(f)
+    run(site_of(&f), f)
 }
 
 /// Runs `f`; if it retries, rolls back its writes and returns `Ok(None)` instead of blocking.

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::StmResult;
+use crate::error::{StmError, StmResult};
 use crate::raw::clock;
 use crate::raw::tvar::TVarHandle;
 use crate::raw::tx::Reader;
@@ -211,8 +211,9 @@ impl<T: Send + Sync + 'static> TVar<T> {
     /// assert_eq!(v.read_atomic(), 2);
     /// ```
     pub fn write(&self, tx: &mut Transaction, value: T) -> StmResult<()> {
-        tx.raw.write(&self.handle, value);
-        Ok(())
+        tx.raw
+            .write(&self.handle, value)
+            .map_err(|_| StmError::Conflict)
     }
 
     /// Replaces the value with `f(value)`.

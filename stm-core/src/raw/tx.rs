@@ -237,6 +237,12 @@ pub(crate) struct RawTx {
     clock: &'static Clock,
     registry: &'static WaitRegistry,
     rv: u64,
+    /// Whether reads are recorded in `reads`. An attempt that runs without (see
+    /// [`begin_unlogged`](Self::begin_unlogged)) can only commit read-only.
+    log_reads: bool,
+    /// Set when an unlogged attempt met something that needs a read set (a write, a version
+    /// newer than its snapshot): the attempt is void and must re-run with a logged read set.
+    needs_log: bool,
     reads: Vec<ReadEntry>,
     writes: Vec<WriteEntry>,
     index: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
@@ -259,6 +265,8 @@ impl RawTx {
             clock: clock::global(),
             registry: parking::global(),
             rv: 0,
+            log_reads: true,
+            needs_log: false,
             reads: Vec::new(),
             writes: Vec::new(),
             index: HashMap::default(),
@@ -278,10 +286,50 @@ impl RawTx {
     /// Starts an attempt: pins the epoch and takes the read version.
     #[inline]
     pub(crate) fn begin(&mut self) {
+        self.begin_with(true);
+    }
+
+    /// Starts an attempt that records no read set, for a transaction expected to only read.
+    ///
+    /// TL2 lets a read-only transaction commit without validation, since each read was checked
+    /// against the snapshot when it was made; the read set is needed only to validate a
+    /// writer's commit, to move the snapshot forward, and to know what a `retry` waits for.
+    /// Such an attempt skips the log; if it needs one after all (it writes, or meets a version
+    /// newer than its snapshot), the operation fails with [`Conflict`] and
+    /// [`needs_log`](Self::needs_log) says that the attempt must re-run logged.
+    #[inline]
+    pub(crate) fn begin_unlogged(&mut self) {
+        self.begin_with(false);
+    }
+
+    #[inline]
+    fn begin_with(&mut self, log_reads: bool) {
         debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
         self.retired.reclaim();
         self.guard = Some(reclaim::pin());
+        self.log_reads = log_reads;
+        self.needs_log = false;
         self.rv = self.clock.now();
+    }
+
+    /// Whether this attempt records its reads (see [`begin_unlogged`](Self::begin_unlogged)).
+    #[inline]
+    pub(crate) fn logs_reads(&self) -> bool {
+        self.log_reads
+    }
+
+    /// Marks this unlogged attempt void: the caller needs its read set.
+    #[inline]
+    pub(crate) fn require_log(&mut self) {
+        debug_assert!(!self.log_reads);
+        self.needs_log = true;
+    }
+
+    /// True if this unlogged attempt is void: something it did needed a read set. Whatever
+    /// the attempt returned, it must re-run with [`begin`](Self::begin).
+    #[inline]
+    pub(crate) fn needs_log(&self) -> bool {
+        self.needs_log
     }
 
     #[inline]
@@ -305,7 +353,7 @@ impl RawTx {
 
     /// Runs `f` on the value of `tv` as this transaction sees it: its own pending write, or the
     /// committed value if that is consistent with every earlier read (opacity).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn read<T, R>(
         &mut self,
         tv: &TVarHandle<T>,
@@ -412,10 +460,12 @@ impl RawTx {
         self.read_committed_slow(raw, load)
     }
 
-    /// Appends a read of `header` at `version` to the read set.
+    /// Appends a read of `header` at `version` to the read set, if this attempt keeps one.
     #[inline(always)]
     fn record_read(&mut self, header: &Header, version: u64) {
-        self.reads.push(ReadEntry { header, version });
+        if self.log_reads {
+            self.reads.push(ReadEntry { header, version });
+        }
     }
 
     /// [`read_committed`](Self::read_committed) when the variable is locked, newer than the
@@ -440,6 +490,13 @@ impl RawTx {
                 continue;
             }
             if pre.version() > self.rv {
+                if !self.log_reads {
+                    // Without a read set the snapshot cannot move: re-run logged, from a clock
+                    // that has caught up with this version.
+                    self.clock.observe(pre.version());
+                    self.needs_log = true;
+                    return Err(Conflict);
+                }
                 // Newer than our snapshot: move the snapshot forward if nothing we read changed.
                 self.extend(pre.version())?;
                 continue;
@@ -482,8 +539,19 @@ impl RawTx {
     }
 
     /// Buffers `value` as the new value of `tv`, to be published at commit.
-    pub(crate) fn write<T: Send + Sync + 'static>(&mut self, tv: &TVarHandle<T>, value: T) {
+    ///
+    /// Fails only in an unlogged attempt (see [`begin_unlogged`](Self::begin_unlogged)), which
+    /// cannot commit a write: `value` is dropped and the attempt must re-run logged.
+    pub(crate) fn write<T: Send + Sync + 'static>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        value: T,
+    ) -> Result<(), Conflict> {
         debug_assert!(self.guard.is_some(), "write outside a running transaction");
+        if !self.log_reads {
+            self.needs_log = true;
+            return Err(Conflict);
+        }
         let header: *const Header = tv.raw().header();
         let inline = alloc::is_inline::<T>();
         match self.find(header) {
@@ -545,6 +613,7 @@ impl RawTx {
                 }
             }
         }
+        Ok(())
     }
 
     /// Opens a nested alternative (`or_else`): later writes can be rolled back to here.
