@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
+use std::ops::ControlFlow;
 
 use proptest::prelude::*;
 use stmx::prelude::*;
@@ -378,14 +379,26 @@ proptest! {
                 MapOp::Last => format!("{:?}", m.last(tx)?),
                 MapOp::PopFirst => format!("{:?}", m.pop_first(tx)?),
                 MapOp::PopLast => format!("{:?}", m.pop_last(tx)?),
-                MapOp::Range(a, b) => format!("{:?}", m.range(tx, *a..*b)?),
+                MapOp::Range(a, b) => {
+                    // The Vec form, and the visiting form stopped after three entries.
+                    let mut firsts = Vec::new();
+                    m.range_with(tx, *a..*b, |k, v| {
+                        firsts.push((*k, *v));
+                        if firsts.len() == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                    })?;
+                    format!("{:?}", (m.range(tx, *a..*b)?, firsts))
+                }
             })),
             |m, op| map_ops!(model m, op, {
                 MapOp::First => format!("{:?}", m.first_key_value().map(|(k, v)| (*k, *v))),
                 MapOp::Last => format!("{:?}", m.last_key_value().map(|(k, v)| (*k, *v))),
                 MapOp::PopFirst => format!("{:?}", m.pop_first()),
                 MapOp::PopLast => format!("{:?}", m.pop_last()),
-                MapOp::Range(a, b) => format!("{:?}", m.range(*a..*b).map(|(k, v)| (*k, *v)).collect::<Vec<_>>()),
+                MapOp::Range(a, b) => {
+                    let all: Vec<_> = m.range(*a..*b).map(|(k, v)| (*k, *v)).collect();
+                    let firsts: Vec<_> = all.iter().copied().take(3).collect();
+                    format!("{:?}", (all, firsts))
+                }
             }),
             |m| atomically(|tx| {
                 let invariants = m.check_invariants(tx)?.map(|_| ());

@@ -1,11 +1,10 @@
-//! `TMap`: a transactional sorted map, a left-leaning red-black tree of `TVar` nodes (STMX's
-//! `TMAP`).
+//! `TMap`: a transactional sorted map, a red-black tree of `TVar` nodes (STMX's `TMAP`).
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, ControlFlow, RangeBounds};
 use std::sync::Arc;
 
 use stm_core::{StmResult, TVar, Transaction};
@@ -14,11 +13,12 @@ use crate::counter::StripedCounter;
 
 /// A transactional sorted map. STMX's `TMAP`.
 ///
-/// A left-leaning red-black tree (Sedgewick's 2-3 variant) whose every node is a `TVar`, so the
-/// depth stays below `2 log2(n + 1)` and an operation reads O(log n) nodes. Transactions that
-/// touch different parts of the tree conflict only where their paths meet and where
-/// rebalancing rewrites nodes; the length is a striped counter, as in
-/// [`THashMap`](crate::THashMap).
+/// A red-black tree whose every node is a `TVar`, so the depth stays below `2 log2(n + 1)` and
+/// an operation reads O(log n) nodes. It is rebalanced bottom-up: an insert or a delete
+/// descends once and then changes O(1) nodes amortized (recolourings up the path, at most two
+/// rotations for an insert and three for a delete). Transactions that touch different parts
+/// of the tree conflict only where their paths meet and where rebalancing rewrites nodes; the
+/// length is a striped counter, as in [`THashMap`](crate::THashMap).
 ///
 /// Lookups clone the value out; keys and values are cloned when a node is rewritten, so wrap
 /// large ones in `Arc`. Cloning the map gives a second handle to the same map.
@@ -57,8 +57,8 @@ struct Node<K, V> {
     value: V,
     left: Link<K, V>,
     right: Link<K, V>,
-    /// The colour of the link from the parent: red links bind 3-nodes. Left-leaning: only a
-    /// left link is ever red, and never two red links in a row.
+    /// The node's colour. A red node has black children, and every path from a node down to
+    /// an empty link passes the same number of black nodes.
     red: bool,
 }
 
@@ -76,7 +76,7 @@ impl<K, V> fmt::Debug for TMap<K, V> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Left,
     Right,
@@ -107,8 +107,14 @@ impl<K, V> Node<K, V> {
     }
 }
 
-/// The tree algorithms (Sedgewick's left-leaning red-black tree), on node handles. Each reads
-/// the nodes it needs and writes only the nodes whose fields change.
+/// One step of a search path: a node, and the side the search left it by.
+type Step<K, V> = (Handle<K, V>, Side);
+
+/// The tree algorithms: a classic bottom-up red-black tree (CLRS) over node handles, without
+/// parent links (a parent link would make every rotation write the moved subtrees too). An
+/// operation descends once, recording its path; the fix-up walks back up that path, recolouring
+/// and doing at most two rotations for an insert and three for a delete. Each step reads the
+/// nodes it needs and writes only nodes whose fields change.
 struct Tree<K, V>(PhantomData<(K, V)>);
 
 impl<K, V> Tree<K, V>
@@ -133,23 +139,6 @@ where
 
     fn child(tx: &mut Transaction, h: &Handle<K, V>, side: Side) -> StmResult<Link<K, V>> {
         h.read_with(tx, |n| n.child(side).clone())
-    }
-
-    /// Whether the left child of `link`'s node is red (false for an empty link).
-    fn left_child_is_red(tx: &mut Transaction, link: &Link<K, V>) -> StmResult<bool> {
-        match link {
-            None => Ok(false),
-            Some(h) => {
-                let left = Self::child(tx, h, Side::Left)?;
-                Self::is_red(tx, &left)
-            }
-        }
-    }
-
-    /// Whether `h`'s left child and that child's left child are both red.
-    fn left_left_is_red(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<bool> {
-        let left = Self::child(tx, h, Side::Left)?;
-        Ok(Self::is_red(tx, &left)? && Self::left_child_is_red(tx, &left)?)
     }
 
     fn set_red(tx: &mut Transaction, h: &Handle<K, V>, red: bool) -> StmResult<()> {
@@ -177,9 +166,34 @@ where
         Ok(())
     }
 
-    /// Rotates the child on side `up` into `h`'s place, returning it: a left rotation takes
-    /// `up = Right`, a right rotation `up = Left`.
-    fn rotate(tx: &mut Transaction, h: Handle<K, V>, up: Side) -> StmResult<Handle<K, V>> {
+    /// Makes `link` the subtree below `parent` (the last step of a path), or the root.
+    fn attach(
+        tx: &mut Transaction,
+        root: &TVar<Link<K, V>>,
+        parent: Option<&Step<K, V>>,
+        link: Link<K, V>,
+    ) -> StmResult<()> {
+        match parent {
+            Some((p, side)) => Self::set_child(tx, p, *side, link),
+            None => {
+                if !root.read_with(tx, |r| Self::same(r, &link))? {
+                    root.write(tx, link)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rotates `h`'s child on side `up` into `h`'s place and returns it (the caller attaches
+    /// it to `h`'s parent); the risen node gets colour `top_red`, `h` colour `down_red`. A
+    /// left rotation takes `up = Right`.
+    fn rotate(
+        tx: &mut Transaction,
+        h: Handle<K, V>,
+        up: Side,
+        top_red: bool,
+        down_red: bool,
+    ) -> StmResult<Handle<K, V>> {
         let mut hn = h.read(tx)?;
         let x = hn
             .child_mut(up)
@@ -187,173 +201,111 @@ where
             .expect("a rotation moves up an existing child");
         let mut xn = x.read(tx)?;
         *hn.child_mut(up) = xn.child_mut(up.other()).take();
-        xn.red = hn.red;
-        hn.red = true;
+        hn.red = down_red;
         h.write(tx, hn)?;
         *xn.child_mut(up.other()) = Some(h);
+        xn.red = top_red;
         x.write(tx, xn)?;
         Ok(x)
     }
 
-    /// Flips the colours of a node and its children.
-    fn flip_colors(tx: &mut Transaction, h: &Handle<K, V>) -> StmResult<()> {
-        let mut n = h.read(tx)?;
-        n.red = !n.red;
-        let children = [n.left.clone(), n.right.clone()];
-        h.write(tx, n)?;
-        for child in children.into_iter().flatten() {
-            child.modify(tx, |mut c| {
-                c.red = !c.red;
-                c
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Restores the left-leaning invariants at `h` on the way up.
-    fn balance(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
-        let (left, right) = h.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
-        if Self::is_red(tx, &right)? && !Self::is_red(tx, &left)? {
-            h = Self::rotate(tx, h, Side::Right)?;
-        }
-        if Self::left_left_is_red(tx, &h)? {
-            h = Self::rotate(tx, h, Side::Left)?;
-        }
-        let (left, right) = h.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
-        if Self::is_red(tx, &left)? && Self::is_red(tx, &right)? {
-            Self::flip_colors(tx, &h)?;
-        }
-        Ok(h)
-    }
-
-    fn insert(
+    /// Restores the invariants after the red node `z` was attached below the end of `path`
+    /// (CLRS `RB-INSERT-FIXUP`): recolour up the path while the uncle is red, then at most two
+    /// rotations.
+    fn fix_insert(
         tx: &mut Transaction,
-        link: Link<K, V>,
-        key: K,
-        value: V,
-    ) -> StmResult<(Handle<K, V>, Option<V>)>
-    where
-        K: Ord,
-    {
-        let Some(h) = link else {
-            let node = Node {
-                key,
-                value,
-                left: None,
-                right: None,
-                red: true,
+        root: &TVar<Link<K, V>>,
+        mut path: Vec<Step<K, V>>,
+        mut z: Handle<K, V>,
+    ) -> StmResult<()> {
+        loop {
+            let Some((p, p_side)) = path.last().cloned() else {
+                return Self::set_red(tx, &z, false); // z is the root
             };
-            return Ok((TVar::new(node), None));
-        };
-        let side = match h.read_with(tx, |n| key.cmp(&n.key))? {
-            Ordering::Less => Side::Left,
-            Ordering::Greater => Side::Right,
-            Ordering::Equal => {
-                // The shape does not change: replace the value and stop rebalancing here.
-                let mut n = h.read(tx)?;
-                let old = std::mem::replace(&mut n.value, value);
-                h.write(tx, n)?;
-                return Ok((h, Some(old)));
+            if !p.read_with(tx, |n| n.red)? {
+                return Ok(());
             }
-        };
-        let below = Self::child(tx, &h, side)?;
-        let (child, old) = Self::insert(tx, below, key, value)?;
-        Self::set_child(tx, &h, side, Some(child))?;
-        if old.is_some() {
-            // Only a value changed below: the tree is as balanced as before.
-            return Ok((h, old));
-        }
-        Ok((Self::balance(tx, h)?, None))
-    }
-
-    fn move_red_left(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
-        Self::flip_colors(tx, &h)?;
-        let right = Self::child(tx, &h, Side::Right)?;
-        if Self::left_child_is_red(tx, &right)? {
-            let right = right.expect("checked above");
-            let rotated = Self::rotate(tx, right, Side::Left)?;
-            Self::set_child(tx, &h, Side::Right, Some(rotated))?;
-            h = Self::rotate(tx, h, Side::Right)?;
-            Self::flip_colors(tx, &h)?;
-        }
-        Ok(h)
-    }
-
-    fn move_red_right(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<Handle<K, V>> {
-        Self::flip_colors(tx, &h)?;
-        if Self::left_left_is_red(tx, &h)? {
-            h = Self::rotate(tx, h, Side::Left)?;
-            Self::flip_colors(tx, &h)?;
-        }
-        Ok(h)
-    }
-
-    /// Removes the smallest node under `h`; returns the new subtree and the removed entry.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a private helper's (subtree, entry) pair"
-    )]
-    fn delete_min(tx: &mut Transaction, mut h: Handle<K, V>) -> StmResult<(Link<K, V>, (K, V))> {
-        let left = Self::child(tx, &h, Side::Left)?;
-        if left.is_none() {
-            let n = h.read(tx)?;
-            return Ok((n.right, (n.key, n.value)));
-        }
-        if !Self::is_red(tx, &left)? && !Self::left_child_is_red(tx, &left)? {
-            h = Self::move_red_left(tx, h)?;
-        }
-        let left = Self::child(tx, &h, Side::Left)?.expect("a left child survives move_red_left");
-        let (child, entry) = Self::delete_min(tx, left)?;
-        Self::set_child(tx, &h, Side::Left, child)?;
-        Ok((Some(Self::balance(tx, h)?), entry))
-    }
-
-    /// Removes `key`, which is in the subtree under `h`; returns the new subtree and the
-    /// removed value.
-    fn delete<Q>(tx: &mut Transaction, mut h: Handle<K, V>, key: &Q) -> StmResult<(Link<K, V>, V)>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        let removed;
-        if h.read_with(tx, |n| key < n.key.borrow())? {
-            let left = Self::child(tx, &h, Side::Left)?;
-            if !Self::is_red(tx, &left)? && !Self::left_child_is_red(tx, &left)? {
-                h = Self::move_red_left(tx, h)?;
+            // A red parent is not the root, so there is a grandparent.
+            let (g, g_side) = path[path.len() - 2].clone();
+            let uncle = Self::child(tx, &g, g_side.other())?;
+            if Self::is_red(tx, &uncle)? {
+                Self::set_red(tx, &p, false)?;
+                Self::set_red(tx, uncle.as_ref().expect("a red uncle exists"), false)?;
+                Self::set_red(tx, &g, true)?;
+                path.truncate(path.len() - 2);
+                z = g;
+                continue;
             }
-            let left = Self::child(tx, &h, Side::Left)?.expect("the key is in the left subtree");
-            let (child, value) = Self::delete(tx, left, key)?;
-            Self::set_child(tx, &h, Side::Left, child)?;
-            removed = value;
-        } else {
-            let left = Self::child(tx, &h, Side::Left)?;
-            if Self::is_red(tx, &left)? {
-                h = Self::rotate(tx, h, Side::Left)?;
-            }
-            let (equal, right) = h.read_with(tx, |n| (key == n.key.borrow(), n.right.clone()))?;
-            if equal && right.is_none() {
-                return Ok((None, h.read(tx)?.value));
-            }
-            if !Self::is_red(tx, &right)? && !Self::left_child_is_red(tx, &right)? {
-                h = Self::move_red_right(tx, h)?;
-            }
-            let (equal, right) = h.read_with(tx, |n| (key == n.key.borrow(), n.right.clone()))?;
-            let right = right.expect("the key is here or in the right subtree");
-            if equal {
-                // Replace this node's entry with its successor's, and remove the successor.
-                let (child, (k, v)) = Self::delete_min(tx, right)?;
-                let mut n = h.read(tx)?;
-                n.key = k;
-                removed = std::mem::replace(&mut n.value, v);
-                n.right = child;
-                h.write(tx, n)?;
+            // A black uncle: one or two rotations end it.
+            let middle = if p_side == g_side {
+                p
             } else {
-                let (child, value) = Self::delete(tx, right, key)?;
-                Self::set_child(tx, &h, Side::Right, child)?;
-                removed = value;
-            }
+                // Zig-zag: rotate `z` above `p`, so the red pair lines up with `g`.
+                let z_up = Self::rotate(tx, p, p_side, true, true)?;
+                Self::set_child(tx, &g, g_side, Some(z_up.clone()))?;
+                z_up
+            };
+            debug_assert!(Self::child(tx, &g, g_side)?.is_some_and(|m| TVar::ref_eq(&m, &middle)));
+            let top = Self::rotate(tx, g, g_side, false, true)?;
+            path.truncate(path.len() - 2);
+            return Self::attach(tx, root, path.last(), Some(top));
         }
-        Ok((Some(Self::balance(tx, h)?), removed))
+    }
+
+    /// Restores the black height after a black node was removed from below the end of
+    /// `path` (CLRS `RB-DELETE-FIXUP`): the subtree on the last step's side is one black
+    /// short. Recolours up the path while the sibling and its children are black, then at most
+    /// three rotations.
+    fn fix_delete(
+        tx: &mut Transaction,
+        root: &TVar<Link<K, V>>,
+        mut path: Vec<Step<K, V>>,
+    ) -> StmResult<()> {
+        while let Some((p, side)) = path.last().cloned() {
+            let mut sibling = Self::child(tx, &p, side.other())?
+                .expect("a subtree one black short has a sibling");
+            if sibling.read_with(tx, |n| n.red)? {
+                // Case 1: a red sibling. Rotate it above `p`, so the sibling becomes black.
+                let top = Self::rotate(tx, p.clone(), side.other(), false, true)?;
+                let at = path.len() - 1;
+                Self::attach(
+                    tx,
+                    root,
+                    at.checked_sub(1).map(|i| &path[i]),
+                    Some(top.clone()),
+                )?;
+                path.insert(at, (top, side));
+                sibling = Self::child(tx, &p, side.other())?
+                    .expect("a red node's children are real nodes");
+            }
+            let (near, far) = sibling.read_with(tx, |n| {
+                (n.child(side).clone(), n.child(side.other()).clone())
+            })?;
+            let (near_red, far_red) = (Self::is_red(tx, &near)?, Self::is_red(tx, &far)?);
+            if !near_red && !far_red {
+                // Case 2: push the shortage up to `p`.
+                Self::set_red(tx, &sibling, true)?;
+                if p.read_with(tx, |n| n.red)? {
+                    return Self::set_red(tx, &p, false);
+                }
+                path.pop();
+                continue;
+            }
+            if !far_red {
+                // Case 3: turn the red near nephew into the far one.
+                let near_up = Self::rotate(tx, sibling, side, false, true)?;
+                Self::set_child(tx, &p, side.other(), Some(near_up.clone()))?;
+                sibling = near_up;
+            }
+            // Case 4: rotate the sibling above `p`; its far child turns black. Done.
+            let p_red = p.read_with(tx, |n| n.red)?;
+            let far = Self::child(tx, &sibling, side.other())?;
+            let top = Self::rotate(tx, p, side.other(), p_red, false)?;
+            Self::set_red(tx, far.as_ref().expect("a red far nephew exists"), false)?;
+            path.pop();
+            return Self::attach(tx, root, path.last(), Some(top));
+        }
+        Ok(()) // the root absorbs the shortage
     }
 }
 
@@ -518,17 +470,73 @@ where
     /// assert_eq!(atomically(|tx| map.insert(tx, 1, "b")), Some("a"));
     /// ```
     pub fn insert(&self, tx: &mut Transaction, key: K, value: V) -> StmResult<Option<V>> {
-        let root = self.inner.root.read(tx)?;
-        let (new_root, old) = Tree::<K, V>::insert(tx, root.clone(), key, value)?;
-        Tree::<K, V>::set_red(tx, &new_root, false)?;
-        let new_root = Some(new_root);
-        if !Tree::<K, V>::same(&root, &new_root) {
-            self.inner.root.write(tx, new_root)?;
+        match self.search(tx, &key)? {
+            (_, Some(h)) => Self::replace_value(tx, &h, value).map(Some),
+            (path, None) => self.insert_below(tx, path, key, value).map(|()| None),
         }
-        if old.is_none() {
-            self.inner.len.add(tx, 1)?;
+    }
+
+    /// Descends once towards `key`: the path from the root, and the node holding `key` if
+    /// there is one (the path then ends at its parent; otherwise at the node below which `key`
+    /// belongs).
+    #[allow(
+        clippy::type_complexity,
+        reason = "a private helper's (path, node) pair"
+    )]
+    fn search<Q>(
+        &self,
+        tx: &mut Transaction,
+        key: &Q,
+    ) -> StmResult<(Vec<Step<K, V>>, Option<Handle<K, V>>)>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let mut path: Vec<Step<K, V>> = Vec::new();
+        let mut link = self.inner.root.read(tx)?;
+        while let Some(h) = link {
+            let step = h.read_with(tx, |n| match key.cmp(n.key.borrow()) {
+                Ordering::Less => Some((Side::Left, n.left.clone())),
+                Ordering::Greater => Some((Side::Right, n.right.clone())),
+                Ordering::Equal => None,
+            })?;
+            let Some((side, next)) = step else {
+                return Ok((path, Some(h)));
+            };
+            path.push((h, side));
+            link = next;
         }
-        Ok(old)
+        Ok((path, None))
+    }
+
+    /// Replaces the value of node `h` (the shape does not change: only `h` is written).
+    fn replace_value(tx: &mut Transaction, h: &Handle<K, V>, value: V) -> StmResult<V> {
+        let mut old = None;
+        h.modify(tx, |mut n| {
+            old = Some(std::mem::replace(&mut n.value, value));
+            n
+        })?;
+        Ok(old.expect("modify ran"))
+    }
+
+    /// Adds a node for `key`, which is absent, below the end of `path` (from `search`).
+    fn insert_below(
+        &self,
+        tx: &mut Transaction,
+        path: Vec<Step<K, V>>,
+        key: K,
+        value: V,
+    ) -> StmResult<()> {
+        let z = TVar::new(Node {
+            key,
+            value,
+            left: None,
+            right: None,
+            red: true,
+        });
+        Tree::attach(tx, &self.inner.root, path.last(), Some(z.clone()))?;
+        Tree::fix_insert(tx, &self.inner.root, path, z)?;
+        self.inner.len.add(tx, 1)
     }
 
     /// Removes the entry for `key`, returning its value, if any.
@@ -551,31 +559,52 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        // The delete assumes the key is present.
-        if !self.contains_key(tx, key)? {
-            return Ok(None);
+        match self.search(tx, key)? {
+            (path, Some(z)) => self.delete_node(tx, path, z).map(Some),
+            (_, None) => Ok(None),
         }
-        self.remove_present(tx, key).map(Some)
     }
 
-    /// Removes `key`, which the transaction has seen in the map.
-    fn remove_present<Q>(&self, tx: &mut Transaction, key: &Q) -> StmResult<V>
-    where
-        K: Borrow<Q>,
-        Q: Ord + ?Sized,
-    {
-        let old_root = self.inner.root.read(tx)?;
-        let root = old_root.clone().expect("a map with a key has a root");
-        let (left, right) = root.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
-        if !Tree::<K, V>::is_red(tx, &left)? && !Tree::<K, V>::is_red(tx, &right)? {
-            Tree::<K, V>::set_red(tx, &root, true)?;
-        }
-        let (new_root, removed) = Tree::<K, V>::delete(tx, root, key)?;
-        if let Some(r) = &new_root {
-            Tree::<K, V>::set_red(tx, r, false)?;
-        }
-        if !Tree::<K, V>::same(&old_root, &new_root) {
-            self.inner.root.write(tx, new_root)?;
+    /// Removes node `z`, reached by `path`, and returns its value. A node with two children
+    /// takes its successor's entry, and the successor's node (which has no left child) goes.
+    fn delete_node(
+        &self,
+        tx: &mut Transaction,
+        mut path: Vec<Step<K, V>>,
+        z: Handle<K, V>,
+    ) -> StmResult<V> {
+        let (left, right) = z.read_with(tx, |n| (n.left.clone(), n.right.clone()))?;
+        let (removed, y, child) = match (left, right) {
+            (Some(_), Some(right)) => {
+                path.push((z.clone(), Side::Right));
+                let mut y = right;
+                while let Some(next) = Tree::child(tx, &y, Side::Left)? {
+                    path.push((y, Side::Left));
+                    y = next;
+                }
+                let (key, value, child) =
+                    y.read_with(tx, |n| (n.key.clone(), n.value.clone(), n.right.clone()))?;
+                let mut removed = None;
+                z.modify(tx, |mut n| {
+                    n.key = key;
+                    removed = Some(std::mem::replace(&mut n.value, value));
+                    n
+                })?;
+                (removed.expect("modify ran"), y, child)
+            }
+            (left, right) => {
+                let value = z.read_with(tx, |n| n.value.clone())?;
+                (value, z, left.or(right))
+            }
+        };
+        // `y` has at most one child: splice it out.
+        let y_red = y.read_with(tx, |n| n.red)?;
+        Tree::attach(tx, &self.inner.root, path.last(), child.clone())?;
+        if !y_red {
+            match &child {
+                Some(c) if c.read_with(tx, |n| n.red)? => Tree::set_red(tx, c, false)?,
+                _ => Tree::fix_delete(tx, &self.inner.root, path)?,
+            }
         }
         self.inner.len.add(tx, -1)?;
         Ok(removed)
@@ -603,15 +632,20 @@ where
         key: K,
         f: impl FnOnce(Option<V>) -> Option<V>,
     ) -> StmResult<Option<V>> {
-        let old = self.get(tx, &key)?;
-        match f(old.clone()) {
-            Some(new) => {
-                self.insert(tx, key, new)?;
+        let (path, found) = self.search(tx, &key)?;
+        let old = match &found {
+            Some(h) => Some(h.read_with(tx, |n| n.value.clone())?),
+            None => None,
+        };
+        match (f(old.clone()), found) {
+            (Some(new), Some(h)) => {
+                Self::replace_value(tx, &h, new)?;
             }
-            None if old.is_some() => {
-                self.remove_present(tx, &key)?;
+            (Some(new), None) => self.insert_below(tx, path, key, new)?,
+            (None, Some(h)) => {
+                self.delete_node(tx, path, h)?;
             }
-            None => {}
+            (None, None) => {}
         }
         Ok(old)
     }
@@ -745,10 +779,21 @@ where
     /// assert_eq!(atomically(|tx| map.len(tx)), 1);
     /// ```
     pub fn pop_first(&self, tx: &mut Transaction) -> StmResult<Option<(K, V)>> {
-        let Some((key, value)) = self.first(tx)? else {
+        self.pop_edge(tx, Side::Left)
+    }
+
+    /// Removes the entry at the far `side` of the tree (one descent).
+    fn pop_edge(&self, tx: &mut Transaction, side: Side) -> StmResult<Option<(K, V)>> {
+        let Some(mut h) = self.inner.root.read(tx)? else {
             return Ok(None);
         };
-        self.remove_present(tx, &key)?;
+        let mut path = Vec::new();
+        while let Some(next) = Tree::child(tx, &h, side)? {
+            path.push((h, side));
+            h = next;
+        }
+        let key = h.read_with(tx, |n| n.key.clone())?;
+        let value = self.delete_node(tx, path, h)?;
         Ok(Some((key, value)))
     }
 
@@ -767,49 +812,53 @@ where
     /// assert_eq!(atomically(|tx| map.pop_last(tx)), Some((2, 'b')));
     /// ```
     pub fn pop_last(&self, tx: &mut Transaction) -> StmResult<Option<(K, V)>> {
-        let Some((key, value)) = self.last(tx)? else {
-            return Ok(None);
-        };
-        self.remove_present(tx, &key)?;
-        Ok(Some((key, value)))
+        self.pop_edge(tx, Side::Right)
     }
 
-    /// Calls `f` on the entries whose keys are in `range`, in key order; stops early when `f`
-    /// returns `false`.
+    /// Calls `f` on the entries whose keys are in `range`, in key order, until it returns
+    /// `false`. An in-order walk with an explicit stack through borrowed links: each node in
+    /// or next to the range is read once, and no handle is cloned.
     fn walk<R: RangeBounds<K>>(
+        &self,
         tx: &mut Transaction,
-        link: &Link<K, V>,
         range: &R,
         f: &mut dyn FnMut(&K, &V) -> bool,
-    ) -> StmResult<bool> {
-        let Some(h) = link else {
-            return Ok(true);
+    ) -> StmResult<()> {
+        let above_start = |key: &K| match range.start_bound() {
+            Bound::Included(s) | Bound::Excluded(s) => key > s,
+            Bound::Unbounded => true,
         };
-        let (left, right, above_start, below_end) = h.read_with(tx, |n| {
-            let above_start = match range.start_bound() {
-                Bound::Included(s) => n.key > *s,
-                Bound::Excluded(s) => n.key > *s,
-                Bound::Unbounded => true,
-            };
-            let below_end = match range.end_bound() {
-                Bound::Included(e) => n.key < *e,
-                Bound::Excluded(e) => n.key < *e,
-                Bound::Unbounded => true,
-            };
-            (n.left.clone(), n.right.clone(), above_start, below_end)
-        })?;
-        // Only subtrees that can hold keys in the range are visited.
-        if above_start && !Self::walk(tx, &left, range, f)? {
-            return Ok(false);
-        }
-        let go_on = h.read_with(tx, |n| !range.contains(&n.key) || f(&n.key, &n.value))?;
-        if !go_on {
-            return Ok(false);
-        }
-        if below_end {
-            return Self::walk(tx, &right, range, f);
-        }
-        Ok(true)
+        let below_end = |key: &K| match range.end_bound() {
+            Bound::Included(e) | Bound::Excluded(e) => key < e,
+            Bound::Unbounded => true,
+        };
+        self.inner.root.read_through(tx, |root, reader| {
+            let mut stack: Vec<&Node<K, V>> = Vec::new();
+            let mut link = root.as_ref();
+            loop {
+                // Down the left spine, skipping subtrees wholly before the range.
+                while let Some(h) = link {
+                    let node = reader.read_ref(h)?;
+                    stack.push(node);
+                    link = if above_start(&node.key) {
+                        node.left.as_ref()
+                    } else {
+                        None
+                    };
+                }
+                let Some(node) = stack.pop() else {
+                    return Ok(());
+                };
+                if range.contains(&node.key) && !f(&node.key, &node.value) {
+                    return Ok(());
+                }
+                link = if below_end(&node.key) {
+                    node.right.as_ref()
+                } else {
+                    None
+                };
+            }
+        })
     }
 
     /// Calls `f` on every entry in key order.
@@ -829,12 +878,10 @@ where
     /// assert_eq!(keys, [1, 2]);
     /// ```
     pub fn for_each(&self, tx: &mut Transaction, mut f: impl FnMut(&K, &V)) -> StmResult<()> {
-        let root = self.inner.root.read(tx)?;
-        Self::walk(tx, &root, &(..), &mut |k, v| {
+        self.walk(tx, &(..), &mut |k, v| {
             f(k, v);
             true
-        })?;
-        Ok(())
+        })
     }
 
     /// The entries whose keys are in `range`, cloned, in key order.
@@ -856,13 +903,49 @@ where
         tx: &mut Transaction,
         range: R,
     ) -> StmResult<Vec<(K, V)>> {
-        let root = self.inner.root.read(tx)?;
         let mut out = Vec::new();
-        Self::walk(tx, &root, &range, &mut |k, v| {
+        self.walk(tx, &range, &mut |k, v| {
             out.push((k.clone(), v.clone()));
             true
         })?;
         Ok(out)
+    }
+
+    /// Calls `f` on the entries whose keys are in `range`, in key order, without cloning
+    /// them, until `f` returns [`ControlFlow::Break`]: the borrowing form of
+    /// [`range`](Self::range), for callers that only visit.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// # use stm_collections::TMap; use stm_core::atomically;
+    /// let map = TMap::new();
+    /// atomically(|tx| { for i in 0..10 { map.insert(tx, i, i * i)?; } Ok(()) });
+    /// // The first two squares from 3 on that are over 10.
+    /// let mut found = Vec::new();
+    /// atomically(|tx| {
+    ///     found.clear();
+    ///     map.range_with(tx, 3.., |k, v| {
+    ///         if *v > 10 {
+    ///             found.push(*k);
+    ///         }
+    ///         if found.len() == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    ///     })
+    /// });
+    /// assert_eq!(found, [4, 5]);
+    /// ```
+    pub fn range_with<R: RangeBounds<K>>(
+        &self,
+        tx: &mut Transaction,
+        range: R,
+        mut f: impl FnMut(&K, &V) -> ControlFlow<()>,
+    ) -> StmResult<()> {
+        self.walk(tx, &range, &mut |k, v| f(k, v).is_continue())
     }
 
     /// Every entry, cloned, in key order.
@@ -924,11 +1007,11 @@ where
     }
 
     /// Checks the red-black invariants and returns the tree's black height, or a description
-    /// of the first violation. For tests.
+    /// of the first violation. For tests: not part of the supported API.
     ///
-    /// Checked: keys strictly increase in order; the root is black; no red link leans right
-    /// (left-leaning); no red node has a red child; every path from the root to a leaf has
-    /// the same number of black nodes; the striped length equals the number of nodes.
+    /// Checked: keys strictly increase in order; the root is black; no red node has a red
+    /// child; every path from the root to a leaf has the same number of black nodes; the
+    /// striped length equals the number of nodes.
     ///
     /// # Errors
     ///
@@ -943,6 +1026,7 @@ where
     /// let height = atomically(|tx| map.check_invariants(tx)).unwrap();
     /// assert!(height <= 7); // black height of a red-black tree of 100 nodes
     /// ```
+    #[doc(hidden)]
     pub fn check_invariants(&self, tx: &mut Transaction) -> StmResult<Result<usize, String>> {
         let root = self.inner.root.read(tx)?;
         if Tree::<K, V>::is_red(tx, &root)? {
@@ -975,9 +1059,6 @@ where
         let n = h.read(tx)?;
         if n.red && parent_red {
             return Ok(Err("a red node has a red child".into()));
-        }
-        if Tree::<K, V>::is_red(tx, &n.right)? {
-            return Ok(Err("a red link leans right".into()));
         }
         let left = match Self::check(tx, &n.left, n.red, nodes, last)? {
             Ok(height) => height,
