@@ -110,6 +110,9 @@ impl<K, V> Node<K, V> {
 /// One step of a search path: a node, and the side the search left it by.
 type Step<K, V> = (Handle<K, V>, Side);
 
+/// The depth of a red-black tree of up to 2^24 entries (`2 log2(n + 1)`).
+const PATH_CAPACITY: usize = 48;
+
 /// The tree algorithms: a classic bottom-up red-black tree (CLRS) over node handles, without
 /// parent links (a parent link would make every rotation write the moved subtrees too). An
 /// operation descends once, recording its path; the fix-up walks back up that path, recolouring
@@ -237,15 +240,11 @@ where
                 continue;
             }
             // A black uncle: one or two rotations end it.
-            let middle = if p_side == g_side {
-                p
-            } else {
+            if p_side != g_side {
                 // Zig-zag: rotate `z` above `p`, so the red pair lines up with `g`.
                 let z_up = Self::rotate(tx, p, p_side, true, true)?;
-                Self::set_child(tx, &g, g_side, Some(z_up.clone()))?;
-                z_up
-            };
-            debug_assert!(Self::child(tx, &g, g_side)?.is_some_and(|m| TVar::ref_eq(&m, &middle)));
+                Self::set_child(tx, &g, g_side, Some(z_up))?;
+            }
             let top = Self::rotate(tx, g, g_side, false, true)?;
             path.truncate(path.len() - 2);
             return Self::attach(tx, root, path.last(), Some(top));
@@ -492,7 +491,8 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let mut path: Vec<Step<K, V>> = Vec::new();
+        // Room for the path of a tree of 2^24 entries: one allocation, not one per doubling.
+        let mut path: Vec<Step<K, V>> = Vec::with_capacity(PATH_CAPACITY);
         let mut link = self.inner.root.read(tx)?;
         while let Some(h) = link {
             let step = h.read_with(tx, |n| match key.cmp(n.key.borrow()) {
@@ -787,7 +787,7 @@ where
         let Some(mut h) = self.inner.root.read(tx)? else {
             return Ok(None);
         };
-        let mut path = Vec::new();
+        let mut path = Vec::with_capacity(PATH_CAPACITY);
         while let Some(next) = Tree::child(tx, &h, side)? {
             path.push((h, side));
             h = next;
