@@ -49,6 +49,23 @@ pub use stm_core::*;
 #[cfg(feature = "persist")]
 pub use stm_persist as persist;
 
+/// Persistent transactional objects with ids, loaded lazily (md.stm's shelf): the module
+/// `stm_persist::shelf` (cargo feature `persist`). See `docs/persistence.md`.
+///
+/// # Examples
+///
+/// ```
+/// use stmx::shelf::Shelf;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let shelf = Shelf::open(dir.path().join("app.shelf"))?;
+/// let visits = shelf.create_with_id("visits", 0_u64)?;
+/// shelf.atomically(|tx| visits.modify(tx, |n| n + 1))?; // durable when it returns
+/// # Ok::<(), stmx::shelf::Error>(())
+/// ```
+#[cfg(feature = "persist")]
+pub use stm_persist::shelf;
+
 /// The names most transactional code needs: `use stmx::prelude::*;`.
 ///
 /// # Examples
@@ -80,3 +97,8 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide.md")]
 struct GuideDoctests;
+
+/// The persistence document's examples, compiled and run as doc tests so they stay true.
+#[cfg(all(doctest, feature = "persist"))]
+#[doc = include_str!("../docs/persistence.md")]
+struct PersistenceDoctests;

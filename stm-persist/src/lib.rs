@@ -17,6 +17,9 @@
 //! - [`Backend`]: [`DirBackend`] (local directory) and, with the `postgres` feature,
 //!   `PgBackend`.
 //!
+//! The other model, md.stm's shelf, is the module [`shelf`]: persistent objects stored by id
+//! and loaded lazily, for state larger than memory.
+//!
 //! # Examples
 //!
 //! ```
@@ -86,6 +89,7 @@ mod gather;
 mod pg;
 mod replay;
 mod shared;
+pub mod shelf;
 mod store;
 
 pub use backend::{Append, Backend};
