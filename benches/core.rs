@@ -47,6 +47,30 @@ fn uncontended(c: &mut Criterion) {
     g.bench_function("new-drop/String", |b| {
         b.iter(|| drop(TVar::new(black_box(String::new()))))
     });
+    // The single-operation views against the transactions they replace.
+    g.bench_function("swap_atomic/1", |b| {
+        b.iter(|| one.swap_atomic(black_box(4)))
+    });
+    g.bench_function("atomically-replace/1", |b| {
+        b.iter(|| atomically(|tx| one.replace(tx, black_box(4))))
+    });
+    g.bench_function("compare_and_set_atomic/1", |b| {
+        b.iter(|| one.compare_and_set_atomic(&4, black_box(4)))
+    });
+    g.bench_function("atomically-compare-and-set/1", |b| {
+        b.iter(|| {
+            atomically(|tx| {
+                let equal = one.read(tx)? == 4;
+                if equal {
+                    one.write(tx, black_box(4))?;
+                }
+                Ok(equal)
+            })
+        })
+    });
+    g.bench_function("modify_atomic/1", |b| {
+        b.iter(|| one.modify_atomic(|v| v ^ 1))
+    });
     let mutex = Mutex::new(1_u64);
     g.bench_function("mutex/read/1", |b| b.iter(|| *black_box(&mutex).lock()));
     g.bench_function("mutex/rmw/1", |b| b.iter(|| *black_box(&mutex).lock() += 1));

@@ -75,13 +75,17 @@ mod error;
 mod raw;
 mod stats;
 mod sync;
+mod timer;
 mod transaction;
 mod tvar;
 
 pub use error::{StmError, StmResult, TxError, guard, retry, unwrap_or_retry};
 pub use raw::tx::Reader;
 pub use stats::{Stats, stats};
-pub use transaction::{CommitVersion, Transaction, atomically, optionally, try_atomically};
+pub use timer::register_delay;
+pub use transaction::{
+    CommitVersion, Transaction, atomically, atomically_timeout, optionally, try_atomically,
+};
 pub use tvar::TVar;
 
 /// Makes every field of a struct transactional; see the [`stm_macros`] crate for the details.

@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use crate::error::{StmError, StmResult, TxError};
 use crate::raw::parking::Waiter;
@@ -85,6 +86,11 @@ pub struct Transaction {
     before: Vec<Option<BeforeHook>>,
     after: Vec<AfterHook>,
     committing: Vec<CommittingHook>,
+    /// `after_rollback` hooks of the scopes still open in this attempt.
+    rollback: Vec<AfterHook>,
+    /// `after_rollback` hooks of scopes that rolled back: they run when the attempt ends,
+    /// whether it commits or not.
+    rolled_back: Vec<AfterHook>,
     waiter: Option<Arc<Waiter>>,
     counters: Arc<Counters>,
     hints: Hints,
@@ -96,17 +102,22 @@ impl fmt::Debug for Transaction {
             .field("before_commit_hooks", &self.before.len())
             .field("after_commit_hooks", &self.after.len())
             .field("while_committing_hooks", &self.committing.len())
+            .field(
+                "after_rollback_hooks",
+                &(self.rollback.len() + self.rolled_back.len()),
+            )
             .finish_non_exhaustive()
     }
 }
 
-/// Where an `or_else` alternative began.
+/// Where a nested scope (an `or_else` alternative, a `nested` block) began.
 #[derive(Clone, Copy)]
 struct NestMark {
     raw: Mark,
     before: usize,
     after: usize,
     committing: usize,
+    rollback: usize,
 }
 
 impl Transaction {
@@ -116,6 +127,8 @@ impl Transaction {
             before: Vec::new(),
             after: Vec::new(),
             committing: Vec::new(),
+            rollback: Vec::new(),
+            rolled_back: Vec::new(),
             waiter: None,
             counters: Counters::register(),
             hints: Hints::default(),
@@ -126,15 +139,35 @@ impl Transaction {
     #[inline]
     fn clear(&mut self) {
         self.raw.reset();
-        if !self.before.is_empty() {
-            self.before.clear();
+        // One test for the common case of no hooks at all.
+        if self.before.len()
+            | self.after.len()
+            | self.committing.len()
+            | self.rollback.len()
+            | self.rolled_back.len()
+            != 0
+        {
+            self.clear_hooks();
         }
-        if !self.after.is_empty() {
-            self.after.clear();
-        }
-        if !self.committing.is_empty() {
-            self.committing.clear();
-        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn clear_hooks(&mut self) {
+        self.before.clear();
+        self.after.clear();
+        self.committing.clear();
+        self.rollback.clear();
+        self.rolled_back.clear();
+    }
+
+    /// The `after_rollback` hooks to run now that the attempt ends without committing: those
+    /// of scopes rolled back earlier, then those of the scopes still open, each in
+    /// registration order.
+    fn take_rollback_hooks(&mut self) -> Vec<AfterHook> {
+        let mut hooks = std::mem::take(&mut self.rolled_back);
+        hooks.append(&mut self.rollback);
+        hooks
     }
 
     fn begin_nested(&mut self) -> NestMark {
@@ -143,6 +176,7 @@ impl Transaction {
             before: self.before.len(),
             after: self.after.len(),
             committing: self.committing.len(),
+            rollback: self.rollback.len(),
         }
     }
 
@@ -151,6 +185,99 @@ impl Transaction {
         self.before.truncate(mark.before);
         self.after.truncate(mark.after);
         self.committing.truncate(mark.committing);
+        // The scope rolled back: its rollback hooks will run when the attempt ends.
+        let rolled_back = self.rollback.drain(mark.rollback..);
+        self.rolled_back.extend(rolled_back);
+    }
+
+    /// Runs `f` as a nested scope of this transaction, with partial rollback (Haskell's
+    /// `catchSTM`, ScalaSTM's nesting).
+    ///
+    /// If `f` returns `Err(TxError::Abort(e))`, only the writes and hooks made inside `f` are
+    /// rolled back and the transaction goes on with `Ok(Err(e))`. Its reads stay: the
+    /// enclosing transaction depends on them. `Ok(v)` keeps its writes and gives `Ok(Ok(v))`.
+    /// [`retry`](crate::retry) and conflicts propagate unchanged (a `retry` inside `f` retries
+    /// the whole transaction, as `catchSTM` does). Scopes nest in each other and in `or_else`
+    /// alternatives. A panic is not caught.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError)` when `f` retried or conflicted: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, TxError, atomically};
+    ///
+    /// let (stock, log) = (TVar::new(1_u32), TVar::new(Vec::new()));
+    /// let outcome = atomically(|tx| {
+    ///     log.modify(tx, |mut l| { l.push("order"); l })?;
+    ///     tx.nested(|tx| {
+    ///         let n = stock.read(tx)?;
+    ///         stock.write(tx, n.saturating_sub(2))?; // undone below
+    ///         if n < 2 {
+    ///             return Err(TxError::Abort("not enough stock"));
+    ///         }
+    ///         Ok(n - 2)
+    ///     })
+    /// });
+    /// assert_eq!(outcome, Err("not enough stock"));
+    /// assert_eq!(stock.read_atomic(), 1); // the scope's write was rolled back
+    /// assert_eq!(log.read_atomic(), ["order"]); // the transaction's own write committed
+    /// ```
+    pub fn nested<T, E>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction) -> Result<T, TxError<E>>,
+    ) -> StmResult<Result<T, E>> {
+        let mark = self.begin_nested();
+        match f(self) {
+            Ok(v) => {
+                self.raw.end_nested(mark.raw);
+                Ok(Ok(v))
+            }
+            Err(TxError::Abort(e)) => {
+                self.rollback_nested(mark);
+                Ok(Err(e))
+            }
+            Err(TxError::Stm(e)) => {
+                self.raw.end_nested(mark.raw);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers `f` to run after this attempt ends without committing: a conflict restart,
+    /// a [`retry`](crate::retry) (before the thread waits), an abort, or a panic (then before
+    /// the panic propagates). ScalaSTM's `afterRollback`.
+    ///
+    /// Hooks run outside any transaction (they may call [`atomically`]), in registration
+    /// order. A hook registered in a [`nested`](Self::nested) scope or an
+    /// [`or_else`](Self::or_else) alternative that rolled back runs once the attempt that
+    /// contains the scope ends, whether that attempt commits or not (never inside the
+    /// transaction). A hook whose scope is part of a commit never runs. A hook that panics
+    /// while a panic unwinds is caught and ignored (two panics would abort the process).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// use stm_core::{TVar, TxError, try_atomically};
+    ///
+    /// let released = Arc::new(AtomicUsize::new(0));
+    /// let seat = TVar::new(Some(12));
+    /// let r: Result<(), &str> = try_atomically(|tx| {
+    ///     seat.write(tx, None)?;
+    ///     let released = Arc::clone(&released);
+    ///     tx.after_rollback(move || { released.fetch_add(1, Ordering::SeqCst); });
+    ///     Err(TxError::Abort("card declined"))
+    /// });
+    /// assert!(r.is_err());
+    /// assert_eq!(released.load(Ordering::SeqCst), 1);
+    /// assert_eq!(seat.read_atomic(), Some(12));
+    /// ```
+    pub fn after_rollback(&mut self, f: impl FnOnce() + 'static) {
+        self.rollback.push(Box::new(f));
     }
 
     /// Runs `first`; if it retries, rolls back its writes and hooks and runs `second` instead.
@@ -186,7 +313,11 @@ impl Transaction {
         match first(self) {
             Err(StmError::Retry) => {
                 self.rollback_nested(mark);
-                second(self)
+                // The second alternative is a scope of its own too (for `TVar::rollback`).
+                let mark = self.begin_nested();
+                let out = second(self);
+                self.raw.end_nested(mark.raw);
+                out
             }
             other => {
                 self.raw.end_nested(mark.raw);
@@ -420,12 +551,38 @@ impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
         if let Some(mut tx) = self.tx.take() {
+            if !(tx.rollback.is_empty() && tx.rolled_back.is_empty()) {
+                // Left over only when a panic ends the attempt: its rollback hooks run now,
+                // before the panic propagates, outside the transaction.
+                return give_back_unwinding(tx);
+            }
             tx.clear();
             // If the thread-local is gone (thread exit), the transaction is simply dropped.
             let _ = SLOT.try_with(move |s| {
                 s.active.set(false);
                 s.cached.set(Some(tx));
             });
+        }
+    }
+}
+
+/// Gives the transaction of an attempt that a panic ended back to the thread, then runs its
+/// rollback hooks (from [`Session`]'s `Drop`).
+#[cold]
+#[inline(never)]
+fn give_back_unwinding(mut tx: Box<Transaction>) {
+    let hooks = tx.take_rollback_hooks();
+    tx.clear();
+    let _ = SLOT.try_with(move |s| {
+        s.active.set(false);
+        s.cached.set(Some(tx));
+    });
+    for hook in hooks {
+        if std::thread::panicking() {
+            // A second panic while unwinding would abort the process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
+        } else {
+            hook();
         }
     }
 }
@@ -572,12 +729,42 @@ impl Hints {
     }
 }
 
-/// The run loop shared by [`atomically`] and [`try_atomically`]; `site` is [`site_of`] the
-/// caller's closure.
+/// How [`run`] ended without a value.
+enum Ended<E> {
+    /// The transaction aborted with this error.
+    Abort(E),
+    /// The deadline passed while the transaction was blocked in `retry`.
+    TimedOut,
+}
+
+/// Runs `after_rollback` hooks outside the transaction that is still this thread's session:
+/// the thread counts as not in a transaction while they run, so they may call `atomically`.
+fn run_outside(hooks: Vec<AfterHook>) {
+    if hooks.is_empty() {
+        return;
+    }
+    /// Marks the thread as in its transaction again, also when a hook panics.
+    struct Back;
+    impl Drop for Back {
+        fn drop(&mut self) {
+            let _ = SLOT.try_with(|s| s.active.set(true));
+        }
+    }
+    let _ = SLOT.try_with(|s| s.active.set(false));
+    let _back = Back;
+    for hook in hooks {
+        hook();
+    }
+}
+
+/// The run loop shared by [`atomically`], [`try_atomically`] and [`atomically_timeout`];
+/// `site` is [`site_of`] the caller's closure. With a `deadline`, a `retry` that is still
+/// blocked when it passes ends the run with [`Ended::TimedOut`].
 fn run<T, E>(
     site: usize,
+    deadline: Option<Instant>,
     mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
-) -> Result<T, E> {
+) -> Result<T, Ended<E>> {
     let mut session = Session::enter();
     let tx = session
         .tx
@@ -633,7 +820,9 @@ fn run<T, E>(
             // for: re-run with a read set, at once (nothing conflicted).
             if tx.raw.needs_log() || matches!(outcome, Err(TxError::Stm(StmError::Retry))) {
                 tx.counters.read_only_miss();
+                let hooks = tx.take_rollback_hooks();
                 tx.clear();
+                run_outside(hooks);
                 missed = true;
                 continue;
             }
@@ -641,18 +830,31 @@ fn run<T, E>(
         match outcome {
             Ok(v) => {
                 tx.counters.commit();
-                if tx.after.is_empty() {
+                // Hooks of scopes that are part of this commit never run.
+                if !tx.rollback.is_empty() {
+                    tx.rollback.clear();
+                }
+                if tx.after.is_empty() && tx.rolled_back.is_empty() {
                     return Ok(v);
                 }
+                let rolled_back = std::mem::take(&mut tx.rolled_back);
                 let after = std::mem::take(&mut tx.after);
                 drop(serial);
                 drop(session);
-                for hook in after {
+                for hook in rolled_back.into_iter().chain(after) {
                     hook();
                 }
                 return Ok(v);
             }
-            Err(TxError::Abort(e)) => return Err(e),
+            Err(TxError::Abort(e)) => {
+                let hooks = tx.take_rollback_hooks();
+                drop(serial);
+                drop(session);
+                for hook in hooks {
+                    hook();
+                }
+                return Err(Ended::Abort(e));
+            }
             Err(TxError::Stm(StmError::Retry)) => {
                 if !tx.raw.has_reads() {
                     panic!("{EMPTY_RETRY_MSG}");
@@ -661,15 +863,28 @@ fn run<T, E>(
                 tx.before.clear();
                 tx.after.clear();
                 tx.committing.clear();
-                // Never sleep while other writers wait for us.
+                // Never sleep (or run hooks) while other writers wait for us.
                 serial = None;
                 conflicts = 0;
+                run_outside(tx.take_rollback_hooks());
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Ended::TimedOut);
+                }
                 let waiter = tx.waiter();
-                tx.raw.wait_for_change(&waiter);
+                if !tx.raw.wait_for_change(&waiter, deadline) {
+                    return Err(Ended::TimedOut);
+                }
             }
             Err(TxError::Stm(_)) => {
                 tx.counters.conflict();
+                let hooks = tx.take_rollback_hooks();
                 tx.clear();
+                if !hooks.is_empty() {
+                    // Hooks may commit transactions of their own: not while we make every
+                    // other writer wait.
+                    serial = None;
+                    run_outside(hooks);
+                }
                 conflicts += 1;
                 if conflicts >= SERIAL_AFTER && serial.is_none() {
                     serial = Some(SerialToken::acquire());
@@ -678,6 +893,50 @@ fn run<T, E>(
                 }
             }
         }
+    }
+}
+
+/// [`atomically`] with a time limit on blocking: returns `None` if the transaction is still
+/// blocked in [`retry`](crate::retry) when `timeout` has passed since the call (ScalaSTM's
+/// `retryFor`, Haskell's `registerDelay` idiom).
+///
+/// Only waiting counts: conflict restarts never end it early, and a transaction that is
+/// running when the time is up goes on; if it then commits, the result is `Some`. A commit of
+/// another thread that wakes it in time gives `Some` too. After a `None`, nothing of the
+/// transaction was committed.
+///
+/// # Retries
+///
+/// As [`atomically`]: `f` re-runs after a conflict, and after a `retry` once a variable it
+/// read has changed, until `timeout` has passed.
+///
+/// # Panics
+///
+/// As [`atomically`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stm_core::{TVar, atomically_timeout, guard};
+///
+/// let ready = TVar::new(false);
+/// // Nobody sets `ready`: gives up after about 10 ms.
+/// assert_eq!(atomically_timeout(Duration::from_millis(10), |tx| guard(ready.read(tx)?)), None);
+/// ready.write_atomic(true);
+/// assert_eq!(atomically_timeout(Duration::from_secs(5), |tx| guard(ready.read(tx)?)), Some(()));
+/// ```
+#[track_caller]
+pub fn atomically_timeout<T>(
+    timeout: Duration,
+    mut f: impl FnMut(&mut Transaction) -> StmResult<T>,
+) -> Option<T> {
+    let deadline = Instant::now().checked_add(timeout);
+    let site = site_of(&f);
+    match run::<T, std::convert::Infallible>(site, deadline, |tx| f(tx).map_err(TxError::Stm)) {
+        Ok(v) => Some(v),
+        Err(Ended::Abort(never)) => match never {},
+        Err(Ended::TimedOut) => None,
     }
 }
 
@@ -716,9 +975,10 @@ fn run<T, E>(
 #[track_caller]
 pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
     let site = site_of(&f);
-    match run::<T, std::convert::Infallible>(site, |tx| f(tx).map_err(TxError::Stm)) {
+    match run::<T, std::convert::Infallible>(site, None, |tx| f(tx).map_err(TxError::Stm)) {
         Ok(v) => v,
-        Err(never) => match never {},
+        Err(Ended::Abort(never)) => match never {},
+        Err(Ended::TimedOut) => unreachable!("no deadline"),
     }
 }
 
@@ -760,7 +1020,11 @@ pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
 pub fn try_atomically<T, E>(
     f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
 ) -> Result<T, E> {
-    run(site_of(&f), f)
+    match run(site_of(&f), None, f) {
+        Ok(v) => Ok(v),
+        Err(Ended::Abort(e)) => Err(e),
+        Err(Ended::TimedOut) => unreachable!("no deadline"),
+    }
 }
 
 /// Runs `f`; if it retries, rolls back its writes and returns `Ok(None)` instead of blocking.

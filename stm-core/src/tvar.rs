@@ -310,6 +310,144 @@ impl<T: Send + Sync + 'static> TVar<T> {
         wake_after_store(self.handle.raw().header(), replaced);
     }
 
+    /// Discards the writes to this variable made in the innermost open scope (a
+    /// [`nested`](Transaction::nested) scope, an [`or_else`](Transaction::or_else)
+    /// alternative, or else the transaction) and returns its value as it was when that scope
+    /// began (md.stm's `rollback(cursor)`). Other variables keep their writes.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let (draft, saved) = (TVar::new(1), TVar::new(1));
+    /// atomically(|tx| {
+    ///     draft.write(tx, 2)?;
+    ///     saved.write(tx, 2)?;
+    ///     assert_eq!(draft.rollback(tx)?, 1); // back to the value the transaction saw first
+    ///     Ok(())
+    /// });
+    /// assert_eq!((draft.read_atomic(), saved.read_atomic()), (1, 2));
+    /// ```
+    pub fn rollback(&self, tx: &mut Transaction) -> StmResult<T>
+    where
+        T: Clone,
+    {
+        tx.raw.rollback_var(self.handle.raw().header());
+        self.read(tx)
+    }
+
+    /// Sets the value in a transaction of its own and returns the value it replaced, waking
+    /// transactions blocked on the variable (ScalaSTM's `Ref.View.swap`).
+    ///
+    /// Cheaper than the equivalent `atomically(|tx| v.replace(tx, value))`: it locks the
+    /// variable once and does not run the transaction machinery. `T::clone` runs while the
+    /// variable is locked.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a running transaction: use [`replace`](Self::replace) there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let v = TVar::new(String::from("old"));
+    /// assert_eq!(v.swap_atomic(String::from("new")), "old");
+    /// assert_eq!(v.read_atomic(), "new");
+    /// ```
+    pub fn swap_atomic(&self, value: T) -> T
+    where
+        T: Clone,
+    {
+        self.update_atomic(|old| (Some(value), old.clone()))
+    }
+
+    /// Replaces the value with `f(&value)` in a transaction of its own and returns the new
+    /// value, waking transactions blocked on the variable (ScalaSTM's
+    /// `Ref.View.transformAndGet`).
+    ///
+    /// # Retries
+    ///
+    /// `f` runs again if the transaction conflicts with a concurrent commit, so it must have no
+    /// effects besides its result.
+    ///
+    /// # Panics
+    ///
+    /// If called inside a running transaction: use [`modify`](Self::modify) there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let hits = TVar::new(41_u64);
+    /// assert_eq!(hits.modify_atomic(|n| n + 1), 42);
+    /// ```
+    #[track_caller]
+    pub fn modify_atomic(&self, mut f: impl FnMut(&T) -> T) -> T
+    where
+        T: Clone,
+    {
+        transaction::atomically(|tx| {
+            let new = self.read_with(tx, &mut f)?;
+            self.write(tx, new.clone())?;
+            Ok(new)
+        })
+    }
+
+    /// Sets the value to `new` if it equals `expected`, in a transaction of its own; returns
+    /// whether it did. A successful set wakes transactions blocked on the variable.
+    ///
+    /// The comparison runs while the variable is locked (`PartialEq` must not read it).
+    ///
+    /// # Panics
+    ///
+    /// If called inside a running transaction.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::TVar;
+    ///
+    /// let state = TVar::new("idle");
+    /// assert!(state.compare_and_set_atomic(&"idle", "busy"));
+    /// assert!(!state.compare_and_set_atomic(&"idle", "busy"));
+    /// assert_eq!(state.read_atomic(), "busy");
+    /// ```
+    pub fn compare_and_set_atomic(&self, expected: &T, new: T) -> bool
+    where
+        T: PartialEq,
+    {
+        self.update_atomic(|current| {
+            if current == expected {
+                (Some(new), true)
+            } else {
+                (None, false)
+            }
+        })
+    }
+
+    /// One locked read-decide-publish step outside transactions (see `TVarHandle::update`).
+    fn update_atomic<R>(&self, f: impl FnOnce(&T) -> (Option<T>, R)) -> R {
+        transaction::assert_not_in_transaction();
+        transaction::yield_to_starving();
+        let (replaced, out) = transaction::with_idle_transaction(|tx| {
+            let done = self.handle.update(clock::global(), tx.raw.retired(), f);
+            tx.counters().commit();
+            done
+        });
+        if let Some(replaced) = replaced {
+            wake_after_store(self.handle.raw().header(), replaced);
+        }
+        out
+    }
+
     /// True if `a` and `b` are handles to the same variable.
     ///
     /// # Examples

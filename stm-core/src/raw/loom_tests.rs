@@ -165,7 +165,7 @@ fn loom_a_commit_racing_with_parking_wakes_the_waiter() {
             tx.begin();
             match read(&mut tx, &flag) {
                 Ok(1) => break,
-                Ok(_) => tx.wait_for_change(&waiter), // loom reports a deadlock if never woken
+                Ok(_) => assert!(tx.wait_for_change(&waiter, None)), // loom: deadlock if never woken
                 Err(_) => {
                     tx.reset();
                     thread::yield_now();
@@ -194,7 +194,7 @@ fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
             tx.begin();
             match (read(&mut tx, &a), read(&mut tx, &b)) {
                 (Ok(_), Ok(1)) => break,
-                (Ok(_), Ok(_)) => tx.wait_for_change(&waiter),
+                (Ok(_), Ok(_)) => assert!(tx.wait_for_change(&waiter, None)),
                 _ => {
                     tx.reset();
                     thread::yield_now();

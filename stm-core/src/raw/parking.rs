@@ -58,24 +58,34 @@ impl Waiter {
     }
 
     /// Blocks until [`notify`](Self::notify) is called after the last [`reset`](Self::reset).
-    pub(crate) fn wait(&self) {
+    /// Parks until notified, or until `deadline` passes; returns whether it was notified.
+    pub(crate) fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
         while !self.notified.load(Ordering::Acquire) {
             #[cfg(not(stm_loom))]
-            // SAFETY: as in `notify` for the key. The validate callback only loads an atomic;
-            // neither callback panics or parks.
-            unsafe {
-                parking_lot_core::park(
-                    self.key(),
-                    || !self.notified.load(Ordering::Acquire),
-                    || {},
-                    |_, _| {},
-                    parking_lot_core::DEFAULT_PARK_TOKEN,
-                    None,
-                );
+            {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return false;
+                }
+                // SAFETY: as in `notify` for the key. The validate callback only loads an
+                // atomic; neither callback panics or parks.
+                unsafe {
+                    parking_lot_core::park(
+                        self.key(),
+                        || !self.notified.load(Ordering::Acquire),
+                        || {},
+                        |_, _| {},
+                        parking_lot_core::DEFAULT_PARK_TOKEN,
+                        deadline,
+                    );
+                }
             }
             #[cfg(stm_loom)]
-            crate::sync::park();
+            {
+                let _ = deadline; // loom has no time: models wait until notified
+                crate::sync::park();
+            }
         }
+        true
     }
 }
 

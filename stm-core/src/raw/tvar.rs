@@ -252,6 +252,20 @@ impl<T> RawTVar<T> {
     }
 }
 
+impl<T> RawTVar<T> {
+    /// Takes the lock, waiting (with backoff) while a committer holds it; returns the word it
+    /// replaced. For single-variable commits outside transactions, which hold no other lock.
+    fn lock_waiting(&self) -> Word {
+        let mut spins = 0_u32;
+        loop {
+            match self.header.lock.try_lock() {
+                Some(prev) => return prev,
+                None => backoff_spin(&mut spins),
+            }
+        }
+    }
+}
+
 impl<T: Send + Sync + 'static> RawTVar<T> {
     /// Installs `new` as the committed value and retires the old one into `retired`.
     ///
@@ -470,13 +484,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         // Pinned before locking: an outermost pin may run deferred work, which must never find
         // this thread holding a lock.
         let guard = (!inline).then(reclaim::pin);
-        let mut spins = 0_u32;
-        let prev = loop {
-            match raw.header.lock.try_lock() {
-                Some(prev) => break prev,
-                None => backoff_spin(&mut spins),
-            }
-        };
+        let prev = raw.lock_waiting();
         let wv = clock.write_version(prev.version());
         match &guard {
             // SAFETY: we hold the lock (taken above); the words are a `T`'s.
@@ -487,6 +495,69 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
         // SAFETY: we hold the lock, and the caller wakes waiters if `prev` says so.
         unsafe { raw.header.lock.unlock(wv) };
         prev
+    }
+
+    /// Commits a change decided from the current value, alone: lock (waiting for it), run `f`
+    /// on the committed value, and if it returns a new value publish it under a new version;
+    /// otherwise release the lock unchanged. Returns the replaced word (for waking waiters)
+    /// if a value was published, and what `f` returned.
+    ///
+    /// `f` runs while the variable is locked, so it must be short and must not read this
+    /// variable (a read would wait for the lock forever). If `f` panics, the lock is released
+    /// unchanged and the panic propagates.
+    pub(crate) fn update<R>(
+        &self,
+        clock: &super::clock::Clock,
+        retired: &mut Recycler,
+        f: impl FnOnce(&T) -> (Option<T>, R),
+    ) -> (Option<Word>, R) {
+        /// Gives the lock back unchanged unless disarmed: the panic path of `f`.
+        struct Restore<'a>(&'a VersionedLock, Option<Word>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                if let Some(prev) = self.1 {
+                    // SAFETY: armed only while this thread holds the lock that `try_lock`
+                    // returned `prev` for.
+                    unsafe { self.0.restore(prev) };
+                }
+            }
+        }
+
+        let raw = self.raw();
+        let inline = alloc::is_inline::<T>();
+        // Pinned before locking, as in `store` (boxed values only); also keeps the current
+        // boxed value alive while `f` looks at it.
+        let guard = (!inline).then(reclaim::pin);
+        let prev = raw.lock_waiting();
+        let mut restore = Restore(&raw.header.lock, Some(prev));
+        let (new, out) = if inline {
+            // SAFETY: we hold the lock, so the words are the committed value, whole; `T` is
+            // inline.
+            f(&unsafe { alloc::from_words::<T>(raw.load_words()) })
+        } else {
+            // SAFETY: we hold the lock and `guard` pins us (boxed `T`): the committed box is
+            // live and nobody replaces it until we unlock (invariant on `RawTVar`).
+            f(unsafe { &*raw.load_value() })
+        };
+        restore.1 = None;
+        let Some(value) = new else {
+            // SAFETY: we hold the lock that `try_lock` returned `prev` for.
+            unsafe { raw.header.lock.restore(prev) };
+            return (None, out);
+        };
+        let wv = clock.write_version(prev.version());
+        match &guard {
+            // SAFETY: we hold the lock; `T` is inline, so the words are a `T`'s.
+            None => unsafe { raw.store_words(alloc::to_words(value)) },
+            Some(guard) => {
+                let new = alloc::box_value(Some(retired.pool()), value);
+                // SAFETY: we hold the lock, `new` is a fresh box, `guard` pins us.
+                unsafe { raw.publish(new, guard, retired) };
+            }
+        }
+        // SAFETY: we hold the lock, and the caller wakes waiters if `prev` says so.
+        unsafe { raw.header.lock.unlock(wv) };
+        (Some(prev), out)
     }
 }
 

@@ -191,6 +191,7 @@ pub(crate) struct Mark {
     writes: usize,
     undo: usize,
     outer_nest: usize,
+    outer_nest_undo: usize,
 }
 
 /// A multiplicative hasher for addresses (the std one is DoS-resistant and slow).
@@ -230,7 +231,8 @@ impl Hasher for AddrHasher {
 ///   Headers in `writes` are unique.
 /// - `index` is either empty or maps the address of every entry of `writes` to its position.
 /// - Undo entries' indexes are below the `nest` mark that was current when they were pushed, so
-///   they stay in bounds until that nesting level is left.
+///   they stay in bounds until that nesting level is left. Undo entries below `nest_undo`
+///   point below `nest`; `rollback_var` relies on this when it removes an entry.
 #[derive(Debug)]
 pub(crate) struct RawTx {
     guard: Option<Guard>,
@@ -249,6 +251,8 @@ pub(crate) struct RawTx {
     undo: Vec<Undo>,
     /// Writes below this index belong to enclosing alternatives: overwriting them needs an undo.
     nest: usize,
+    /// Undo entries from this index on belong to the innermost open scope.
+    nest_undo: usize,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
     /// Copies of inline values lent out by `Reader::read_ref`, until the attempt ends.
@@ -272,6 +276,7 @@ impl RawTx {
             index: HashMap::default(),
             undo: Vec::new(),
             nest: 0,
+            nest_undo: 0,
             scratch: Vec::new(),
             arena: Arena::default(),
             retired: Recycler::default(),
@@ -616,29 +621,33 @@ impl RawTx {
         Ok(())
     }
 
-    /// Opens a nested alternative (`or_else`): later writes can be rolled back to here.
+    /// Opens a nested scope (an `or_else` alternative, a `nested` block): later writes can be
+    /// rolled back to here.
     pub(crate) fn begin_nested(&mut self) -> Mark {
         let mark = Mark {
             writes: self.writes.len(),
             undo: self.undo.len(),
             outer_nest: self.nest,
+            outer_nest_undo: self.nest_undo,
         };
         self.nest = self.writes.len();
+        self.nest_undo = self.undo.len();
         mark
     }
 
-    /// Closes a nested alternative that succeeded: its writes become the enclosing level's.
+    /// Closes a nested scope that succeeded: its writes become the enclosing level's.
     pub(crate) fn end_nested(&mut self, mark: Mark) {
         self.nest = mark.outer_nest;
+        self.nest_undo = mark.outer_nest_undo;
         if self.nest == 0 {
             // Back at the top level: nothing can roll back any more.
             self.drop_undo(0);
         }
     }
 
-    /// Closes a nested alternative that retried: undoes its writes. Its reads stay (a retry
-    /// must wait on what every alternative read, and the choice of the next alternative
-    /// depends on them).
+    /// Closes a nested scope that retried or aborted: undoes its writes. Its reads stay (a
+    /// retry must wait on what every alternative read, the choice of the next alternative
+    /// depends on them, and an enclosing transaction that goes on depends on them too).
     pub(crate) fn rollback_nested(&mut self, mark: Mark) {
         while self.undo.len() > mark.undo {
             let undo = self.undo.pop().expect("undo entry");
@@ -650,6 +659,74 @@ impl RawTx {
         }
         self.truncate_writes(mark.writes);
         self.nest = mark.outer_nest;
+        self.nest_undo = mark.outer_nest_undo;
+    }
+
+    /// Discards the writes to `header`'s variable made in the innermost open scope (or, at the
+    /// top level, in the whole attempt): afterwards it reads as it did when the scope began.
+    pub(crate) fn rollback_var(&mut self, header: *const Header) {
+        let Some(i) = self.find(header) else {
+            return;
+        };
+        if i < self.nest {
+            // Written by an enclosing scope. The first of this scope's undo entries for it holds
+            // its value when the scope began; the later ones hold values this scope replaced.
+            let mut first = None;
+            let mut k = self.nest_undo;
+            while k < self.undo.len() {
+                if self.undo[k].index != i {
+                    k += 1;
+                    continue;
+                }
+                let undo = self.undo.remove(k);
+                if first.is_none() {
+                    first = Some(undo);
+                } else {
+                    // SAFETY: the undo entry owned its box, and it is removed from the log.
+                    unsafe { (undo.drop_pending)(undo.pending, Some(self.retired.pool())) };
+                }
+            }
+            if let Some(undo) = first {
+                let entry = &mut self.writes[i];
+                entry.words = undo.words;
+                let newer = std::mem::replace(&mut entry.pending, undo.pending);
+                // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
+                unsafe { (entry.drop_pending)(newer, Some(self.retired.pool())) };
+            }
+            return;
+        }
+        // Written first in this scope (or in inner scopes that ended): the entry goes. Undo
+        // entries that point at it or past it are all this scope's (older ones point below
+        // `nest`): drop those for it, shift the others down with the entries they point at.
+        let mut k = self.nest_undo;
+        while k < self.undo.len() {
+            match self.undo[k].index.cmp(&i) {
+                std::cmp::Ordering::Less => k += 1,
+                std::cmp::Ordering::Equal => {
+                    let undo = self.undo.remove(k);
+                    // SAFETY: the undo entry owned its box, and it is removed from the log.
+                    unsafe { (undo.drop_pending)(undo.pending, Some(self.retired.pool())) };
+                }
+                std::cmp::Ordering::Greater => {
+                    self.undo[k].index -= 1;
+                    k += 1;
+                }
+            }
+        }
+        let entry = self.writes.remove(i);
+        // SAFETY: the entry owned its pending box, which was never published.
+        unsafe { (entry.drop_pending)(entry.pending, Some(self.retired.pool())) };
+        if !self.index.is_empty() {
+            self.index.clear();
+            if self.writes.len() > LINEAR_MAX {
+                self.index.extend(
+                    self.writes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.header as usize, i)),
+                );
+            }
+        }
     }
 
     #[inline]
@@ -824,7 +901,13 @@ impl RawTx {
     ///
     /// Registers `waiter` on every variable read and sets its `WAITER_BIT`; if one already
     /// changed (or is being committed), returns at once. The epoch is unpinned before sleeping.
-    pub(crate) fn wait_for_change(&mut self, waiter: &Arc<Waiter>) {
+    /// With a `deadline`, gives up when it passes: returns `false` if it did (nothing changed
+    /// that it saw), `true` once woken.
+    pub(crate) fn wait_for_change(
+        &mut self,
+        waiter: &Arc<Waiter>,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
         self.scratch.clear();
         self.scratch
             .extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
@@ -857,11 +940,12 @@ impl RawTx {
         // No header is dereferenced past this point: unpin before sleeping.
         self.reset();
         if !changed {
-            waiter.wait();
+            changed = waiter.wait(deadline);
         }
         for &(addr, _) in &self.scratch[..registered] {
             self.registry.deregister(addr, waiter);
         }
+        changed
     }
 
     /// Watches the read set (in `scratch`) for a short while before the caller parks, so that a
@@ -904,6 +988,7 @@ impl RawTx {
         self.reads.clear();
         self.arena.clear();
         self.nest = 0;
+        self.nest_undo = 0;
         self.guard = None;
         if self.reads.capacity() > KEEP_CAPACITY {
             self.reads.shrink_to(KEEP_CAPACITY / 16);
