@@ -27,4 +27,9 @@ fn containers_are_send_and_sync_when_their_contents_are() {
     both::<THashMap<String, Vec<u8>>>();
     both::<TMap<u64, String>>();
     both::<TSet<String>>();
+    both::<TArray<String>>();
+    both::<TSem>();
+    both::<
+        THashMap<u8, u8, std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>>,
+    >();
 }

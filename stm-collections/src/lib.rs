@@ -1,5 +1,6 @@
 //! Transactional containers for stmx, after STMX's: [`TCell`], [`TStack`], [`TFifo`],
-//! [`TChannel`] with [`TPort`], [`THashMap`], [`TMap`] and [`TSet`].
+//! [`TChannel`] with [`TPort`], [`THashMap`], [`TMap`] and [`TSet`]; and, after Haskell's
+//! `stm`, [`TArray`] and [`TSem`].
 //!
 //! # Composing
 //!
@@ -45,18 +46,22 @@
 mod counter;
 mod list;
 mod queue;
+mod tarray;
 mod tcell;
 mod tchannel;
 mod tfifo;
 mod thash_map;
 mod tmap;
+mod tsem;
 mod tset;
 mod tstack;
 
+pub use tarray::TArray;
 pub use tcell::TCell;
 pub use tchannel::{TChannel, TPort};
 pub use tfifo::TFifo;
 pub use thash_map::THashMap;
 pub use tmap::TMap;
+pub use tsem::TSem;
 pub use tset::TSet;
 pub use tstack::TStack;

@@ -360,6 +360,64 @@ impl<T: Clone + Send + Sync + 'static> TFifo<T> {
         }
     }
 
+    /// Takes every queued value at once, oldest first; an empty `Vec` if there is none. Never
+    /// blocks (Haskell's `flushTBQueue`). It reads the consumer end and the slots up to the
+    /// first empty one, which is where the next `put` goes: taking everything means seeing the
+    /// end, so a drain conflicts with a concurrent `put`, as a `take` of an empty queue does.
+    ///
+    /// # Errors
+    ///
+    /// Passes on a conflict: propagate it with `?`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stm_collections::TFifo; use stm_core::atomically;
+    /// let fifo = TFifo::bounded(8);
+    /// atomically(|tx| { fifo.put(tx, 1)?; fifo.put(tx, 2)?; fifo.put(tx, 3) });
+    /// assert_eq!(atomically(|tx| fifo.drain(tx)), [1, 2, 3]);
+    /// assert!(atomically(|tx| fifo.drain(tx)).is_empty());
+    /// ```
+    pub fn drain(&self, tx: &mut Transaction) -> StmResult<Vec<T>> {
+        let mut out = Vec::new();
+        match &*self.inner {
+            Flavor::Unbounded { front, .. } => {
+                let at = front.read(tx)?;
+                let mut slot = at.slot.clone();
+                while let Some(cell) = slot.read(tx)? {
+                    out.push(cell.value.clone());
+                    slot = cell.next.clone();
+                }
+                if !out.is_empty() {
+                    front.write(
+                        tx,
+                        queue::Cursor {
+                            seq: at.seq + out.len() as u64,
+                            slot,
+                        },
+                    )?;
+                }
+            }
+            Flavor::Bounded { slots, head, .. } => {
+                let first = head.read(tx)?;
+                let mut position = first;
+                while out.len() < slots.len() {
+                    let slot = &slots[slot_index(position, slots.len())];
+                    let Some(value) = slot.read(tx)? else {
+                        break;
+                    };
+                    slot.write(tx, None)?;
+                    out.push(value);
+                    position += 1;
+                }
+                if position != first {
+                    head.write(tx, position)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes every value.
     ///
     /// # Errors

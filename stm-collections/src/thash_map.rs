@@ -57,11 +57,11 @@ const CHECK_LOAD_AT: usize = 3;
 /// assert_eq!(atomically(|tx| to.get(tx, "apple")), Some(3));
 /// assert!(atomically(|tx| from.is_empty(tx)));
 /// ```
-pub struct THashMap<K, V> {
-    inner: Arc<Inner<K, V>>,
+pub struct THashMap<K, V, S = RandomState> {
+    inner: Arc<Inner<K, V, S>>,
 }
 
-struct Inner<K, V> {
+struct Inner<K, V, S> {
     /// Which of `tables` is current; written only by a resize.
     generation: TVar<usize>,
     /// Table `g` has `base << g` buckets. A table is allocated when the map first grows into
@@ -69,7 +69,7 @@ struct Inner<K, V> {
     tables: Box<[OnceLock<Table<K, V>>]>,
     base: usize,
     len: StripedCounter,
-    hasher: RandomState,
+    hasher: S,
 }
 
 /// A bucket: the entries whose hashes land here, in no order.
@@ -130,7 +130,7 @@ where
     }
 }
 
-impl<K, V> Clone for THashMap<K, V> {
+impl<K, V, S> Clone for THashMap<K, V, S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -138,7 +138,7 @@ impl<K, V> Clone for THashMap<K, V> {
     }
 }
 
-impl<K, V> fmt::Debug for THashMap<K, V> {
+impl<K, V, S> fmt::Debug for THashMap<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("THashMap").finish_non_exhaustive()
     }
@@ -184,6 +184,51 @@ where
     /// ```
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<K, V, S> THashMap<K, V, S>
+where
+    K: Clone + Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// Creates an empty map that hashes keys with `hasher` (STMX's `:hash`), as
+    /// `std::collections::HashMap::with_hasher` does: a faster hash for trusted keys, or a
+    /// deterministic one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    /// use stm_collections::THashMap;
+    /// use stm_core::atomically;
+    ///
+    /// // A deterministic hash (the same buckets in every run).
+    /// let map: THashMap<&str, u32, BuildHasherDefault<DefaultHasher>> =
+    ///     THashMap::with_hasher(BuildHasherDefault::default());
+    /// atomically(|tx| map.insert(tx, "a", 1));
+    /// assert_eq!(atomically(|tx| map.get(tx, "a")), Some(1));
+    /// ```
+    #[must_use]
+    pub fn with_hasher(hasher: S) -> Self {
+        Self::with_capacity_and_hasher(0, hasher)
+    }
+
+    /// [`with_capacity`](THashMap::with_capacity) and [`with_hasher`](Self::with_hasher).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::hash_map::RandomState;
+    /// # use stm_collections::THashMap; use stm_core::atomically;
+    /// let map = THashMap::with_capacity_and_hasher(100, RandomState::new());
+    /// atomically(|tx| map.insert(tx, 1, 'a'));
+    /// ```
+    #[must_use]
+    pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
         let base = capacity.max(MIN_BUCKETS).next_power_of_two();
         let tables: Box<[OnceLock<Table<K, V>>]> =
             (0..GENERATIONS).map(|_| OnceLock::new()).collect();
@@ -194,7 +239,7 @@ where
                 tables,
                 base,
                 len: StripedCounter::new(),
-                hasher: RandomState::new(),
+                hasher,
             }),
         }
     }
