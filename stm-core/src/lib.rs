@@ -72,6 +72,7 @@
 extern crate self as stm_core;
 
 mod error;
+mod future;
 mod raw;
 mod stats;
 mod sync;
@@ -80,8 +81,9 @@ mod transaction;
 mod tvar;
 
 pub use error::{StmError, StmResult, TxError, guard, retry, unwrap_or_retry};
+pub use future::{atomically_async, try_atomically_async};
 pub use raw::tx::Reader;
-pub use stats::{Stats, stats};
+pub use stats::{Stats, stats, waiting};
 pub use timer::register_delay;
 pub use transaction::{
     CommitVersion, Transaction, atomically, atomically_timeout, optionally, try_atomically,

@@ -75,6 +75,23 @@ pub fn stats() -> Stats {
     })
 }
 
+/// The number of waits registered now: one per pair of a blocked transaction (a thread in
+/// `retry`, or a pending [`atomically_async`](crate::atomically_async) future) and a variable
+/// it waits on. Not cumulative. For tests and monitoring: a dropped future or a woken thread
+/// leaves none behind.
+///
+/// # Examples
+///
+/// ```
+/// use stm_core::waiting;
+///
+/// let now = waiting(); // other threads may be waiting
+/// # let _ = now;
+/// ```
+pub fn waiting() -> usize {
+    crate::raw::parking::global().registrations()
+}
+
 /// One thread's counters. Only the owning thread writes them.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

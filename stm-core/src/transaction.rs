@@ -669,7 +669,7 @@ fn backoff(conflicts: u32, seed: &mut u64) {
 /// that costs at most some read-only misses, never correctness.
 #[inline(always)]
 #[track_caller]
-fn site_of<F>(_: &F) -> usize {
+pub(crate) fn site_of<F>(_: &F) -> usize {
     let caller = std::panic::Location::caller() as *const _ as usize;
     let name = std::any::type_name::<F>().as_ptr() as usize;
     caller ^ name.rotate_left(32)
@@ -730,11 +730,23 @@ impl Hints {
 }
 
 /// How [`run`] ended without a value.
-enum Ended<E> {
+pub(crate) enum Ended<E> {
     /// The transaction aborted with this error.
     Abort(E),
     /// The deadline passed while the transaction was blocked in `retry`.
     TimedOut,
+    /// The transaction retried and its task registered to be woken (async only).
+    Pending,
+}
+
+/// What the run loop does once a transaction retried (its hooks ran, its read set is intact).
+pub(crate) enum RetryStep {
+    /// Something read may have changed: run again.
+    Rerun,
+    /// Give up: [`Ended::TimedOut`].
+    TimedOut,
+    /// Return [`Ended::Pending`]; the caller's waker is registered.
+    Pending,
 }
 
 /// Runs `after_rollback` hooks outside the transaction that is still this thread's session:
@@ -757,13 +769,34 @@ fn run_outside(hooks: Vec<AfterHook>) {
     }
 }
 
-/// The run loop shared by [`atomically`], [`try_atomically`] and [`atomically_timeout`];
-/// `site` is [`site_of`] the caller's closure. With a `deadline`, a `retry` that is still
-/// blocked when it passes ends the run with [`Ended::TimedOut`].
+/// The run loop of [`atomically`], [`try_atomically`] and [`atomically_timeout`], blocking the
+/// thread in `retry`; `site` is [`site_of`] the caller's closure. With a `deadline`, a `retry`
+/// that is still blocked when it passes ends the run with [`Ended::TimedOut`].
 fn run<T, E>(
     site: usize,
     deadline: Option<Instant>,
+    f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
+) -> Result<T, Ended<E>> {
+    run_with(site, f, |tx| {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return RetryStep::TimedOut;
+        }
+        let waiter = tx.waiter();
+        if tx.raw.wait_for_change(&waiter, deadline) {
+            RetryStep::Rerun
+        } else {
+            RetryStep::TimedOut
+        }
+    })
+}
+
+/// The run loop shared by the blocking and the asynchronous transactions: attempts, commits,
+/// hooks, backoff and the starvation escape; `on_retry` decides what a `retry` does (block the
+/// thread, or register a task's waker).
+pub(crate) fn run_with<T, E>(
+    site: usize,
     mut f: impl FnMut(&mut Transaction) -> Result<T, TxError<E>>,
+    mut on_retry: impl FnMut(&mut Transaction) -> RetryStep,
 ) -> Result<T, Ended<E>> {
     let mut session = Session::enter();
     let tx = session
@@ -867,12 +900,10 @@ fn run<T, E>(
                 serial = None;
                 conflicts = 0;
                 run_outside(tx.take_rollback_hooks());
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(Ended::TimedOut);
-                }
-                let waiter = tx.waiter();
-                if !tx.raw.wait_for_change(&waiter, deadline) {
-                    return Err(Ended::TimedOut);
+                match on_retry(tx) {
+                    RetryStep::Rerun => {}
+                    RetryStep::TimedOut => return Err(Ended::TimedOut),
+                    RetryStep::Pending => return Err(Ended::Pending),
                 }
             }
             Err(TxError::Stm(_)) => {
@@ -937,6 +968,7 @@ pub fn atomically_timeout<T>(
         Ok(v) => Some(v),
         Err(Ended::Abort(never)) => match never {},
         Err(Ended::TimedOut) => None,
+        Err(Ended::Pending) => unreachable!("no task"),
     }
 }
 
@@ -978,7 +1010,7 @@ pub fn atomically<T>(mut f: impl FnMut(&mut Transaction) -> StmResult<T>) -> T {
     match run::<T, std::convert::Infallible>(site, None, |tx| f(tx).map_err(TxError::Stm)) {
         Ok(v) => v,
         Err(Ended::Abort(never)) => match never {},
-        Err(Ended::TimedOut) => unreachable!("no deadline"),
+        Err(Ended::TimedOut | Ended::Pending) => unreachable!("no deadline, no task"),
     }
 }
 
@@ -1023,7 +1055,7 @@ pub fn try_atomically<T, E>(
     match run(site_of(&f), None, f) {
         Ok(v) => Ok(v),
         Err(Ended::Abort(e)) => Err(e),
-        Err(Ended::TimedOut) => unreachable!("no deadline"),
+        Err(Ended::TimedOut | Ended::Pending) => unreachable!("no deadline, no task"),
     }
 }
 

@@ -177,6 +177,58 @@ fn loom_a_commit_racing_with_parking_wakes_the_waiter() {
     });
 }
 
+/// A task's waker that unparks the (loom) thread polling the task.
+struct UnparkWaker(loom::thread::Thread);
+
+impl std::task::Wake for UnparkWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+#[test]
+fn loom_a_commit_racing_a_task_registration_wakes_the_task() {
+    model(|| {
+        let flag = TVarHandle::new(0_i64);
+        let flag2 = flag.clone();
+        let t = thread::spawn(move || {
+            commit_loop(|tx| {
+                tx.write(&flag2, 1).unwrap();
+                Ok(())
+            })
+        });
+        // The task: read the flag; while it is 0, register its waker and "return Pending"
+        // (park until the waker runs), then deregister and poll again, as `TxFuture` does.
+        let waker = std::task::Waker::from(std::sync::Arc::new(UnparkWaker(thread::current())));
+        let waiter = Waiter::for_task();
+        let mut tx = RawTx::new();
+        loop {
+            tx.begin();
+            match read(&mut tx, &flag) {
+                Ok(1) => break,
+                Ok(_) => {
+                    waiter.set_waker(&waker);
+                    if let Some(addrs) = tx.register_task(&waiter) {
+                        thread::park(); // loom reports a deadlock if the waker never runs
+                        super::tx::deregister(&addrs, &waiter);
+                    }
+                }
+                Err(_) => {
+                    tx.reset();
+                    thread::yield_now();
+                }
+            }
+        }
+        tx.reset();
+        t.join().unwrap();
+        assert_eq!(
+            super::parking::global().registrations(),
+            0,
+            "nothing left registered"
+        );
+    });
+}
+
 #[test]
 fn loom_write_atomic_wakes_a_waiter_on_either_variable() {
     model(|| {

@@ -7,6 +7,8 @@
 //! locks, which notifies every waiter registered on that address. A committer that sees no
 //! `WAITER_BIT` does nothing: waking costs nothing when nobody waits.
 
+use std::task::Waker;
+
 use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 
 #[cfg(not(stm_loom))]
@@ -16,10 +18,13 @@ const SHARDS: usize = 64;
 #[cfg(stm_loom)]
 const SHARDS: usize = 1;
 
-/// One blocked thread.
+/// One blocked thread, or one pending future (a task).
 #[derive(Debug)]
 pub(crate) struct Waiter {
     notified: AtomicBool,
+    /// A task's waiter: the waker to wake instead of unparking a thread, set before each
+    /// registration and taken by the notification.
+    waker: Option<Mutex<Option<Waker>>>,
     #[cfg(stm_loom)]
     thread: crate::sync::Thread,
 }
@@ -29,9 +34,33 @@ impl Waiter {
     pub(crate) fn for_current_thread() -> Arc<Self> {
         Arc::new(Self {
             notified: AtomicBool::new(false),
+            waker: None,
             #[cfg(stm_loom)]
             thread: crate::sync::current(),
         })
+    }
+
+    /// A waiter for a future: notifying it wakes the waker last given to
+    /// [`set_waker`](Self::set_waker). Never [`wait`](Self::wait)ed on.
+    pub(crate) fn for_task() -> Arc<Self> {
+        Arc::new(Self {
+            notified: AtomicBool::new(false),
+            waker: Some(Mutex::new(None)),
+            #[cfg(stm_loom)]
+            thread: crate::sync::current(),
+        })
+    }
+
+    /// Sets the waker a notification wakes; call before registering.
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        let mut slot = self
+            .waker
+            .as_ref()
+            .expect("set_waker on a task's waiter")
+            .lock();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
     }
 
     /// Forgets earlier notifications; call before registering.
@@ -46,6 +75,13 @@ impl Waiter {
 
     fn notify(&self) {
         self.notified.store(true, Ordering::Release);
+        if let Some(slot) = &self.waker {
+            let waker = slot.lock().take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return;
+        }
         #[cfg(not(stm_loom))]
         // SAFETY: `key` is the address of this live `Waiter`, which only its own thread parks
         // on; parking_lot_core requires keys not to collide with other parking uses, and no
@@ -57,8 +93,8 @@ impl Waiter {
         self.thread.unpark();
     }
 
-    /// Blocks until [`notify`](Self::notify) is called after the last [`reset`](Self::reset).
-    /// Parks until notified, or until `deadline` passes; returns whether it was notified.
+    /// Blocks until [`notify`](Self::notify) is called after the last [`reset`](Self::reset),
+    /// or until `deadline` passes; returns whether it was notified.
     pub(crate) fn wait(&self, deadline: Option<std::time::Instant>) -> bool {
         while !self.notified.load(Ordering::Acquire) {
             #[cfg(not(stm_loom))]
@@ -139,6 +175,11 @@ impl WaitRegistry {
         {
             shard.swap_remove(i);
         }
+    }
+
+    /// How many (waiter, variable) registrations are in place now.
+    pub(crate) fn registrations(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
     }
 
     /// Notifies and removes every waiter registered on `addr`. Call with no commit lock held.

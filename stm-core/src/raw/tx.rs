@@ -908,34 +908,17 @@ impl RawTx {
         waiter: &Arc<Waiter>,
         deadline: Option<std::time::Instant>,
     ) -> bool {
-        self.scratch.clear();
-        self.scratch
-            .extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
-        // Any order works; loom models need one that does not depend on addresses.
-        #[cfg(not(stm_loom))]
-        self.scratch.sort_unstable();
-        self.scratch.dedup();
+        self.collect_read_set();
         waiter.reset();
-        let mut registered = 0;
         // The same variable read at two versions: it changed already.
         let mut changed = self.scratch.windows(2).any(|w| w[0].0 == w[1].0);
         #[cfg(not(stm_loom))]
         if !changed {
             changed = self.spin_until_changed();
         }
+        let mut registered = 0;
         if !changed {
-            for &(addr, version) in &self.scratch {
-                self.registry.register(addr, waiter);
-                registered += 1;
-                // SAFETY: `addr` is a header recorded while pinned; still pinned.
-                if !unsafe { &*(addr as *const Header) }
-                    .lock
-                    .try_add_waiter(version)
-                {
-                    changed = true;
-                    break;
-                }
-            }
+            (changed, registered) = self.register_read_set(waiter);
         }
         // No header is dereferenced past this point: unpin before sleeping.
         self.reset();
@@ -946,6 +929,55 @@ impl RawTx {
             self.registry.deregister(addr, waiter);
         }
         changed
+    }
+
+    /// The asynchronous half of [`wait_for_change`](Self::wait_for_change), for a task: after
+    /// `waiter.set_waker`, registers `waiter` on every variable read and resets the logs.
+    /// Returns the addresses registered, to hand to [`deregister`] once the task runs again
+    /// (or is dropped), or `None` if a variable already changed (nothing stays registered):
+    /// then the transaction should re-run at once.
+    pub(crate) fn register_task(&mut self, waiter: &Arc<Waiter>) -> Option<Vec<usize>> {
+        self.collect_read_set();
+        waiter.reset();
+        let mut changed = self.scratch.windows(2).any(|w| w[0].0 == w[1].0);
+        let mut registered = 0;
+        if !changed {
+            (changed, registered) = self.register_read_set(waiter);
+        }
+        self.reset();
+        let addrs: Vec<usize> = self.scratch[..registered].iter().map(|&(a, _)| a).collect();
+        if changed {
+            deregister(&addrs, waiter);
+            return None;
+        }
+        Some(addrs)
+    }
+
+    /// Fills `scratch` with the read set's (address, version) pairs, sorted and deduplicated.
+    fn collect_read_set(&mut self) {
+        self.scratch.clear();
+        self.scratch
+            .extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
+        // Any order works; loom models need one that does not depend on addresses.
+        #[cfg(not(stm_loom))]
+        self.scratch.sort_unstable();
+        self.scratch.dedup();
+    }
+
+    /// Registers `waiter` on each variable of `scratch` and sets its `WAITER_BIT`, stopping at
+    /// the first that changed. Returns whether one did, and how many entries were registered.
+    fn register_read_set(&self, waiter: &Arc<Waiter>) -> (bool, usize) {
+        for (registered, &(addr, version)) in self.scratch.iter().enumerate() {
+            self.registry.register(addr, waiter);
+            // SAFETY: `addr` is a header recorded while pinned; still pinned.
+            if !unsafe { &*(addr as *const Header) }
+                .lock
+                .try_add_waiter(version)
+            {
+                return (true, registered + 1);
+            }
+        }
+        (false, self.scratch.len())
     }
 
     /// Watches the read set (in `scratch`) for a short while before the caller parks, so that a
@@ -1003,6 +1035,14 @@ impl RawTx {
 impl Drop for RawTx {
     fn drop(&mut self) {
         self.reset();
+    }
+}
+
+/// Removes `waiter`'s registrations on `addrs` (those a committer has not already taken).
+pub(crate) fn deregister(addrs: &[usize], waiter: &Arc<Waiter>) {
+    let registry = parking::global();
+    for &addr in addrs {
+        registry.deregister(addr, waiter);
     }
 }
 
