@@ -83,18 +83,8 @@ pub(crate) unsafe fn bury(dying: Dying) {
             Ok(true) => run_burial(),
             Ok(false) => {} // the running loop (further up this thread's stack) takes it
             Err(_) => {
-                // Thread-locals are being destroyed: kill later, on a thread that has them.
-                let dying = dying.expect("not pushed");
-                struct Later(Dying);
-                // SAFETY: a variable with no handles left may be killed on any thread: its
-                // `T` is `Send + Sync` (required by `TVar::new`).
-                unsafe impl Send for Later {}
-                let later = Later(dying);
-                pin().defer(move || {
-                    let later = later;
-                    // SAFETY: forwarded from this call's caller.
-                    unsafe { bury(later.0) }
-                });
+                // SAFETY: forwarded from this call's caller.
+                unsafe { bury_orphan(dying.expect("not pushed")) }
             }
         }
     }
@@ -106,6 +96,69 @@ pub(crate) unsafe fn bury(dying: Dying) {
         // SAFETY: forwarded from the caller.
         while unsafe { (dying.kill)(dying.ptr) }.is_none() {
             super::tvar::backoff_spin(&mut spins);
+        }
+    }
+}
+
+/// A variable met while its thread's locals are being destroyed (the thread exits).
+#[cfg(not(stm_loom))]
+struct Orphan(Dying);
+
+// SAFETY: a variable with no handles left may be killed on any thread: its `T` is
+// `Send + Sync` (required by `TVar::new`).
+#[cfg(not(stm_loom))]
+unsafe impl Send for Orphan {}
+
+/// Variables whose last handle was dropped on an exiting thread, waiting to be killed.
+#[cfg(not(stm_loom))]
+static ORPHANS: parking_lot::Mutex<Vec<Orphan>> = parking_lot::Mutex::new(Vec::new());
+/// Set while a thread drains [`ORPHANS`].
+#[cfg(not(stm_loom))]
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`bury`] without thread-locals: the variable joins a process-wide queue, and the first
+/// caller to find nobody draining it kills everything in it in a loop, so deaths (a chain of
+/// variables dropped at thread exit) never nest stack frames. Nothing is deferred to the
+/// epoch as a burial: its collector could run it on a thread in the same state, which would
+/// defer it again, and so on down the stack (the crash this replaced).
+///
+/// # Safety
+///
+/// As for [`bury`].
+#[cfg(not(stm_loom))]
+unsafe fn bury_orphan(dying: Dying) {
+    ORPHANS.lock().push(Orphan(dying));
+    loop {
+        if DRAINING.swap(true, Ordering::Acquire) {
+            return; // a drain is running (further up this stack, or on another thread)
+        }
+        let mut memory = Vec::new();
+        loop {
+            let next = ORPHANS.lock().pop();
+            let Some(Orphan(dying)) = next else {
+                break;
+            };
+            let mut spins = 0_u32;
+            // An exiting thread holds no commit locks, so a lock held now is another thread's,
+            // released soon.
+            let killed = loop {
+                // SAFETY: queued under `bury`'s contract and popped once; a failed attempt
+                // changes nothing and is retried.
+                if let Some(killed) = unsafe { (dying.kill)(dying.ptr) } {
+                    break killed;
+                }
+                super::tvar::backoff_spin(&mut spins);
+            };
+            memory.push(killed);
+        }
+        DRAINING.store(false, Ordering::Release);
+        if !memory.is_empty() {
+            // SAFETY: as in `run_burial`.
+            unsafe { defer_all(&pin(), memory) };
+        }
+        // An orphan pushed after our last pop, while we still held the flag, is ours to kill.
+        if ORPHANS.lock().is_empty() {
+            return;
         }
     }
 }
