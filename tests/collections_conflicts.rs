@@ -2,30 +2,10 @@
 //! its operations, another thread then commits a second operation, and the first transaction
 //! commits on its first attempt exactly when the two operations do not conflict.
 
-use std::thread;
-
 use stmx::prelude::*;
 
-/// Runs `mine` in a transaction. On the first attempt, after `mine` and before the commit,
-/// `theirs` runs to completion on another (new) thread. Returns the number of attempts: 1 when
-/// `theirs` did not conflict with `mine`.
-fn attempts(
-    mut mine: impl FnMut(&mut Transaction) -> StmResult<()>,
-    theirs: impl Fn() + Sync,
-) -> u32 {
-    let mut attempts = 0;
-    atomically(|tx| {
-        attempts += 1;
-        mine(tx)?;
-        if attempts == 1 {
-            thread::scope(|s| {
-                s.spawn(&theirs);
-            });
-        }
-        Ok(())
-    });
-    attempts
-}
+mod common;
+use common::attempts;
 
 #[test]
 fn the_harness_sees_a_conflict() {

@@ -310,6 +310,53 @@ impl<T: Send + Sync + 'static> TVar<T> {
         wake_after_store(self.handle.raw().header(), replaced);
     }
 
+    /// Clojure's `commute`: at commit, `f` is applied to the variable's latest committed value,
+    /// so transactions that only commute a variable never conflict on it.
+    ///
+    /// Several commutes of one variable in one transaction apply in order. A later
+    /// [`read`](Self::read) of the variable in the same transaction sees them applied, and
+    /// that read is validated like any other: a transaction that reads what it commuted
+    /// conflicts as if it had used [`modify`](Self::modify), so transactions stay serializable.
+    /// A [`write`](Self::write) after a commute replaces it; a commute after a write (or a
+    /// read) applies `f` to the transaction's value at once. Use it for counters, sums, sets
+    /// where the order of updates does not matter to anyone who does not read them.
+    ///
+    /// `f` must be pure: it may run more than once (inside the transaction for a read, and at
+    /// commit, where it runs while the commit holds its locks, so it must be short). A panic in
+    /// `f` at commit time commits nothing and propagates, like any panic.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`write`](Self::write).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::thread;
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let hits = TVar::new(0_u64);
+    /// thread::scope(|s| {
+    ///     for _ in 0..4 {
+    ///         s.spawn(|| {
+    ///             for _ in 0..1000 {
+    ///                 atomically(|tx| hits.commute(tx, |n| n + 1)); // never conflicts on `hits`
+    ///             }
+    ///         });
+    ///     }
+    /// });
+    /// assert_eq!(hits.read_atomic(), 4000);
+    /// ```
+    pub fn commute(
+        &self,
+        tx: &mut Transaction,
+        f: impl Fn(&T) -> T + Send + Sync + 'static,
+    ) -> StmResult<()> {
+        tx.raw
+            .commute(&self.handle, Box::new(f))
+            .map_err(|_| StmError::Conflict)
+    }
+
     /// Discards the writes to this variable made in the innermost open scope (a
     /// [`nested`](Transaction::nested) scope, an [`or_else`](Transaction::or_else)
     /// alternative, or else the transaction) and returns its value as it was when that scope

@@ -177,6 +177,55 @@ fn loom_a_commit_racing_with_parking_wakes_the_waiter() {
     });
 }
 
+#[test]
+fn loom_a_commute_racing_a_write_loses_neither() {
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let x2 = x.clone();
+        let t = thread::spawn(move || {
+            commit_loop(|tx| {
+                let v = read(tx, &x2)?;
+                tx.write(&x2, v + 10).unwrap();
+                Ok(())
+            })
+        });
+        commit_loop(|tx| {
+            tx.commute(&x, Box::new(|v| v + 1)).unwrap();
+            Ok(())
+        });
+        t.join().unwrap();
+        assert_eq!(x.load_with(|v| *v), 11, "a lost update");
+    });
+}
+
+#[test]
+fn loom_reading_a_commuted_variable_is_validated() {
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let seen = TVarHandle::new(-1_i64);
+        let x2 = x.clone();
+        let t = thread::spawn(move || {
+            commit_loop(|tx| {
+                let v = read(tx, &x2)?;
+                tx.write(&x2, v + 10).unwrap();
+                Ok(())
+            })
+        });
+        // Commute, then read what was commuted (the commute applied to the snapshot), and
+        // record it: the read ties the transaction to that snapshot, so it is serializable.
+        commit_loop(|tx| {
+            tx.commute(&x, Box::new(|v| v + 1)).unwrap();
+            let v = read(tx, &x)?;
+            tx.write(&seen, v).unwrap();
+            Ok(())
+        });
+        t.join().unwrap();
+        let (x, seen) = (x.load_with(|v| *v), seen.load_with(|v| *v));
+        assert_eq!(x, 11);
+        assert!(seen == 1 || seen == 11, "saw {seen}: not a serial order");
+    });
+}
+
 /// A task's waker that unparks the (loom) thread polling the task.
 struct UnparkWaker(loom::thread::Thread);
 

@@ -356,10 +356,11 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
     /// # Safety
     ///
     /// `pending` came from `alloc::box_value::<T>`, holds a value, and is not used again (or
-    /// `T` is inline, and then nothing is freed).
+    /// `T` is inline, or `pending` is null, and then nothing is freed).
     pub(crate) unsafe fn drop_pending(pending: *mut (), pool: Option<&mut Pool>) {
-        if alloc::is_inline::<T>() {
-            // Inline values own nothing (their write entries hold words and a null box).
+        if alloc::is_inline::<T>() || pending.is_null() {
+            // Inline values own nothing (their write entries hold words and a null box), and
+            // a commute's entry holds no box until its commit computes one.
             return;
         }
         // SAFETY: the caller's duty.

@@ -13,7 +13,7 @@ use super::parking::{self, WaitRegistry, Waiter};
 use super::reclaim::{self, Guard, Recycler};
 use super::tvar::{Header, RawTVar, TVarHandle, same_version};
 use super::versioned_lock::Word;
-use crate::sync::{Arc, spin_loop};
+use crate::sync::{Arc, spin_loop, yield_now};
 
 /// The transaction saw a concurrent commit and must restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +147,9 @@ impl Drop for Arena {
 const READ_SPINS: u32 = 128;
 /// How many times a committer spins on a taken lock before abandoning the commit.
 const LOCK_SPINS: u32 = 64;
+/// How many times in all a commit tries a commute's lock (spinning, then yielding) before it
+/// gives up: about a scheduler time slice or two of a holder that was preempted.
+const COMMUTE_LOCK_TRIES: u32 = 20_000;
 /// Write sets up to this size are searched linearly; larger ones get a hash index.
 const LINEAR_MAX: usize = 8;
 /// Logs that grew past this many entries are shrunk back after the transaction.
@@ -183,6 +186,82 @@ struct Undo {
     pending: *mut (),
     words: Words,
     drop_pending: DropFn,
+    /// The entry's `locked_from` then: [`Word::COMMUTED`] if it was a commute's placeholder.
+    marker: Word,
+}
+
+/// A [`commute`](RawTx::commute) of one variable, applied at commit to its latest committed
+/// value (in call order with the other commutes of that variable).
+struct Commute {
+    header: *const Header,
+    op: Box<dyn CommuteOp>,
+}
+
+impl std::fmt::Debug for Commute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commute")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A commute's function, with its value type erased for the commit.
+trait CommuteOp {
+    /// Sets `entry`'s value to `f(current)`: `current` is the variable's committed value if
+    /// `first`, else the entry's value (an earlier commute's result).
+    ///
+    /// # Safety
+    ///
+    /// `entry` is the write entry of this commute's variable. If `first`, the entry holds no
+    /// value, and the caller holds the variable's lock and is pinned; otherwise the entry holds
+    /// a value of the variable's `T`.
+    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool);
+
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The function of a `commute` of a `TVar<T>`.
+struct TypedCommute<T> {
+    f: Box<dyn Fn(&T) -> T + Send + Sync>,
+}
+
+impl<T: Send + Sync + 'static> CommuteOp for TypedCommute<T> {
+    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool) {
+        let inline = alloc::is_inline::<T>();
+        let new = if first {
+            // SAFETY: `Header` is the first field of the `#[repr(C)]` `RawTVar<T>`, and the
+            // entry is this commute's variable, a `RawTVar<T>`.
+            let raw = unsafe { &*entry.header.cast::<RawTVar<T>>() };
+            if inline {
+                // SAFETY: we hold the lock (the caller's duty): the words are the committed
+                // value, whole, of an inline `T`.
+                (self.f)(&unsafe { alloc::from_words::<T>(raw.load_words()) })
+            } else {
+                // SAFETY: we hold the lock and are pinned (the caller's duty): the committed
+                // box is live and unchanged (invariant on `RawTVar`).
+                (self.f)(unsafe { &*raw.load_value() })
+            }
+        } else if inline {
+            // SAFETY: the entry holds an inline `T`'s words (the caller's duty).
+            (self.f)(&unsafe { alloc::from_words::<T>(entry.words) })
+        } else {
+            // SAFETY: the entry holds a box of this `T` (the caller's duty), which it owns.
+            (self.f)(unsafe { &*entry.pending.cast::<T>() })
+        };
+        if inline {
+            // SAFETY: `T` is inline.
+            entry.words = unsafe { alloc::to_words(new) };
+        } else if first {
+            entry.pending = alloc::box_value(Some(pool), new).cast::<()>();
+        } else {
+            // SAFETY: the entry owns this `T`'s box; assigning drops the old value in place.
+            unsafe { *entry.pending.cast::<T>() = new };
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Where a nested alternative began: see [`RawTx::begin_nested`].
@@ -190,8 +269,10 @@ struct Undo {
 pub(crate) struct Mark {
     writes: usize,
     undo: usize,
+    commutes: usize,
     outer_nest: usize,
     outer_nest_undo: usize,
+    outer_nest_commutes: usize,
 }
 
 /// A multiplicative hasher for addresses (the std one is DoS-resistant and slow).
@@ -253,6 +334,13 @@ pub(crate) struct RawTx {
     nest: usize,
     /// Undo entries from this index on belong to the innermost open scope.
     nest_undo: usize,
+    /// Commutes waiting for the commit, in call order. A commute whose variable has no write
+    /// entry adds a placeholder entry marked [`Word::COMMUTED`]; the commit computes its value.
+    commutes: Vec<Commute>,
+    /// Commutes from this index on belong to the innermost open scope.
+    nest_commutes: usize,
+    /// Commit scratch: per write entry, 0, or 1 for a commute's placeholder, 2 once computed.
+    commute_state: Vec<u8>,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
     /// Copies of inline values lent out by `Reader::read_ref`, until the attempt ends.
@@ -277,6 +365,9 @@ impl RawTx {
             undo: Vec::new(),
             nest: 0,
             nest_undo: 0,
+            commutes: Vec::new(),
+            nest_commutes: 0,
+            commute_state: Vec::new(),
             scratch: Vec::new(),
             arena: Arena::default(),
             retired: Recycler::default(),
@@ -373,6 +464,9 @@ impl RawTx {
         if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
+            if self.writes[i].locked_from == Word::COMMUTED {
+                self.resolve_commuted(tv, i)?;
+            }
             let entry = &self.writes[i];
             if inline {
                 // SAFETY: an inline entry's words came from `to_words::<T>` of this `T`
@@ -429,6 +523,9 @@ impl RawTx {
         let words = if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
+            if self.writes[i].locked_from == Word::COMMUTED {
+                self.resolve_commuted(tv, i)?;
+            }
             let entry = &self.writes[i];
             if !inline {
                 return Ok(entry.pending.cast::<T>());
@@ -560,6 +657,10 @@ impl RawTx {
         let header: *const Header = tv.raw().header();
         let inline = alloc::is_inline::<T>();
         match self.find(header) {
+            Some(i) if self.writes[i].locked_from == Word::COMMUTED => {
+                // A write replaces what was commuted before it.
+                self.set_commuted(i, value);
+            }
             Some(i) if i >= self.nest => {
                 if inline {
                     // SAFETY: `T` is inline.
@@ -587,6 +688,7 @@ impl RawTx {
                     pending: old,
                     words: old_words,
                     drop_pending: entry.drop_pending,
+                    marker: Word::UNLOCKED,
                 });
             }
             None => {
@@ -606,19 +708,145 @@ impl RawTx {
                     drop_pending: RawTVar::<T>::drop_pending,
                     locked_from: Word::UNLOCKED,
                 });
-                if !self.index.is_empty() {
-                    self.index.insert(header as usize, index);
-                } else if self.writes.len() > LINEAR_MAX {
-                    self.index.extend(
-                        self.writes
-                            .iter()
-                            .enumerate()
-                            .map(|(i, e)| (e.header as usize, i)),
-                    );
-                }
+                self.index_new_entry(header, index);
             }
         }
         Ok(())
+    }
+
+    /// Buffers `f` to be applied to `tv`'s latest committed value at commit (Clojure's
+    /// `commute`): the transaction does not read `tv`, so commits that only commute it never
+    /// conflict on it. If the transaction already wrote `tv`, `f` applies to that value at once.
+    ///
+    /// Fails only in an unlogged attempt, as [`write`](Self::write) does.
+    pub(crate) fn commute<T: Send + Sync + 'static>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: Box<dyn Fn(&T) -> T + Send + Sync>,
+    ) -> Result<(), Conflict> {
+        debug_assert!(
+            self.guard.is_some(),
+            "commute outside a running transaction"
+        );
+        if !self.log_reads {
+            self.needs_log = true;
+            return Err(Conflict);
+        }
+        let header: *const Header = tv.raw().header();
+        match self.find(header) {
+            Some(i) if self.writes[i].locked_from == Word::COMMUTED => {}
+            Some(_) => {
+                // Written already: the transaction's own value is the one to change.
+                let value = self.read(tv, |v| f(v))?;
+                return self.write(tv, value);
+            }
+            None => {
+                let index = self.writes.len();
+                self.writes.push(WriteEntry {
+                    header,
+                    pending: std::ptr::null_mut(),
+                    words: [0; 2],
+                    publish: RawTVar::<T>::publish_erased,
+                    drop_pending: RawTVar::<T>::drop_pending,
+                    locked_from: Word::COMMUTED,
+                });
+                self.index_new_entry(header, index);
+            }
+        }
+        self.commutes.push(Commute {
+            header,
+            op: Box::new(TypedCommute { f }),
+        });
+        Ok(())
+    }
+
+    /// Adds a new last write entry to the hash index (or builds the index once the write set
+    /// outgrows linear search).
+    #[inline]
+    fn index_new_entry(&mut self, header: *const Header, index: usize) {
+        if !self.index.is_empty() || self.writes.len() > LINEAR_MAX {
+            self.index_new_entry_slow(header, index);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn index_new_entry_slow(&mut self, header: *const Header, index: usize) {
+        if !self.index.is_empty() {
+            self.index.insert(header as usize, index);
+        } else {
+            self.index.extend(
+                self.writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (e.header as usize, i)),
+            );
+        }
+    }
+
+    /// Turns the commute placeholder at `i` into a plain write of `tv`'s value as this
+    /// transaction sees it: the snapshot's value, read (and recorded) like any read, with the
+    /// pending commutes applied. From then on the transaction depends on that read, as if it
+    /// had used `modify`.
+    #[cold]
+    #[inline(never)]
+    fn resolve_commuted<T: Send + Sync + 'static>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        i: usize,
+    ) -> Result<(), Conflict> {
+        let raw = tv.raw();
+        let header: *const Header = raw.header();
+        let apply = |commutes: &[Commute], start: &T| -> T {
+            let mut value: Option<T> = None;
+            for c in commutes.iter().filter(|c| c.header == header) {
+                let typed =
+                    c.op.as_any()
+                        .downcast_ref::<TypedCommute<T>>()
+                        .expect("a commute of a variable has the variable's type");
+                value = Some((typed.f)(value.as_ref().unwrap_or(start)));
+            }
+            value.expect("a placeholder has a commute")
+        };
+        let value = if alloc::is_inline::<T>() {
+            let words = self.read_committed(raw, RawTVar::load_words)?;
+            // SAFETY: the words were loaded between two loads of one unlocked version, so they
+            // are that version's value, whole (invariant on `RawTVar`).
+            apply(&self.commutes, &unsafe { alloc::from_words::<T>(words) })
+        } else {
+            let ptr = self.read_committed(raw, RawTVar::load_value)?;
+            // SAFETY: the committed value at a version consistent with our snapshot, pinned
+            // (invariant on `RawTVar`).
+            apply(&self.commutes, unsafe { &*ptr })
+        };
+        self.set_commuted(i, value);
+        Ok(())
+    }
+
+    /// Gives the commute placeholder at `i` the plain value `value`, keeping an undo record if
+    /// the placeholder belongs to an enclosing scope.
+    fn set_commuted<T: Send + Sync + 'static>(&mut self, i: usize, value: T) {
+        let (pending, words) = if alloc::is_inline::<T>() {
+            // SAFETY: `T` is inline.
+            (std::ptr::null_mut(), unsafe { alloc::to_words(value) })
+        } else {
+            let new = alloc::box_value(Some(self.retired.pool()), value);
+            (new.cast::<()>(), [0; 2])
+        };
+        let entry = &mut self.writes[i];
+        debug_assert!(entry.locked_from == Word::COMMUTED && entry.pending.is_null());
+        if i < self.nest {
+            self.undo.push(Undo {
+                index: i,
+                pending: std::ptr::null_mut(),
+                words: entry.words,
+                drop_pending: entry.drop_pending,
+                marker: Word::COMMUTED,
+            });
+        }
+        entry.pending = pending;
+        entry.words = words;
+        entry.locked_from = Word::UNLOCKED;
     }
 
     /// Opens a nested scope (an `or_else` alternative, a `nested` block): later writes can be
@@ -627,11 +855,14 @@ impl RawTx {
         let mark = Mark {
             writes: self.writes.len(),
             undo: self.undo.len(),
+            commutes: self.commutes.len(),
             outer_nest: self.nest,
             outer_nest_undo: self.nest_undo,
+            outer_nest_commutes: self.nest_commutes,
         };
         self.nest = self.writes.len();
         self.nest_undo = self.undo.len();
+        self.nest_commutes = self.commutes.len();
         mark
     }
 
@@ -639,6 +870,7 @@ impl RawTx {
     pub(crate) fn end_nested(&mut self, mark: Mark) {
         self.nest = mark.outer_nest;
         self.nest_undo = mark.outer_nest_undo;
+        self.nest_commutes = mark.outer_nest_commutes;
         if self.nest == 0 {
             // Back at the top level: nothing can roll back any more.
             self.drop_undo(0);
@@ -653,13 +885,16 @@ impl RawTx {
             let undo = self.undo.pop().expect("undo entry");
             let entry = &mut self.writes[undo.index];
             entry.words = undo.words;
+            entry.locked_from = undo.marker;
             let newer = std::mem::replace(&mut entry.pending, undo.pending);
             // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
             unsafe { (entry.drop_pending)(newer, Some(self.retired.pool())) };
         }
         self.truncate_writes(mark.writes);
+        self.commutes.truncate(mark.commutes);
         self.nest = mark.outer_nest;
         self.nest_undo = mark.outer_nest_undo;
+        self.nest_commutes = mark.outer_nest_commutes;
     }
 
     /// Discards the writes to `header`'s variable made in the innermost open scope (or, at the
@@ -668,6 +903,15 @@ impl RawTx {
         let Some(i) = self.find(header) else {
             return;
         };
+        // The scope's commutes of the variable go too.
+        let mut k = self.nest_commutes;
+        while k < self.commutes.len() {
+            if self.commutes[k].header == header {
+                self.commutes.remove(k);
+            } else {
+                k += 1;
+            }
+        }
         if i < self.nest {
             // Written by an enclosing scope. The first of this scope's undo entries for it holds
             // its value when the scope began; the later ones hold values this scope replaced.
@@ -689,6 +933,7 @@ impl RawTx {
             if let Some(undo) = first {
                 let entry = &mut self.writes[i];
                 entry.words = undo.words;
+                entry.locked_from = undo.marker;
                 let newer = std::mem::replace(&mut entry.pending, undo.pending);
                 // SAFETY: `newer` is the entry's box, now replaced and owned by nobody else.
                 unsafe { (entry.drop_pending)(newer, Some(self.retired.pool())) };
@@ -779,38 +1024,27 @@ impl RawTx {
         if self.writes.is_empty() && ordered.is_none() {
             return Ok(());
         }
+        if !self.commutes.is_empty() {
+            self.mark_commutes();
+        }
         let mut floor = 0;
         for i in 0..self.writes.len() {
             // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
             let lock = &unsafe { &*self.writes[i].header }.lock;
-            let mut spins = 0_u32;
-            let locked_from = loop {
-                if let Some(word) = lock.try_lock() {
-                    break Some(word);
-                }
-                let word = lock.load();
-                if word.is_dead() {
-                    // No handle is left: nobody can ever read this write. Skip it.
-                    break Some(word);
-                }
-                spins += 1;
-                if spins > LOCK_SPINS {
-                    break None;
-                }
-                spin_loop();
-            };
-            match locked_from {
-                Some(word) => {
-                    if !word.is_dead() {
-                        floor = floor.max(word.version());
+            let locked_from = match lock.try_lock() {
+                Some(word) => word,
+                None => match self.lock_contended(i) {
+                    Some(word) => word,
+                    None => {
+                        self.unlock_unchanged(i);
+                        return Err(Conflict);
                     }
-                    self.writes[i].locked_from = word;
-                }
-                None => {
-                    self.unlock_unchanged(i);
-                    return Err(Conflict);
-                }
+                },
+            };
+            if !locked_from.is_dead() {
+                floor = floor.max(locked_from.version());
             }
+            self.writes[i].locked_from = locked_from;
         }
         let mut sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
         let wv = self.clock.write_version(floor);
@@ -821,15 +1055,26 @@ impl RawTx {
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
         }
-        let hooked = ordered.is_some();
+        let hooked = ordered.is_some() || !self.commutes.is_empty();
+        if hooked {
+            // Commutes and hooks run user code with our locks held: a variable it lets die must
+            // not wait for them.
+            reclaim::holding_locks();
+        }
+        if !self.commutes.is_empty()
+            && let Err(panic) = self.apply_commutes()
+        {
+            drop(sequenced);
+            self.unlock_unchanged(self.writes.len());
+            reclaim::locks_released();
+            std::panic::resume_unwind(panic);
+        }
         if let Some(hook) = ordered {
             let seq = sequenced
                 .as_deref_mut()
                 .expect("ordered commits hold the sequencer");
             *seq += 1;
             let number = *seq;
-            // Hooks run with our locks held: a variable they let die must not wait for them.
-            reclaim::holding_locks();
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(number)));
             drop(sequenced);
             if let Err(panic) = ran {
@@ -883,6 +1128,77 @@ impl RawTx {
             reclaim::locks_released();
         }
         Ok(())
+    }
+
+    /// Takes the lock of write entry `i` after a first `try_lock` failed: spins a little, and
+    /// gives up (`None`: the commit conflicts) unless the variable turns out dead (then its
+    /// word is returned: nobody can read this write) or the entry is a commute's, which waits
+    /// longer. A commute read nothing, so waiting loses nothing; it gives up only if it seems
+    /// stuck (two commits each waiting for the other's lock).
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, i: usize) -> Option<Word> {
+        // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
+        let lock = &unsafe { &*self.writes[i].header }.lock;
+        let patient = !self.commutes.is_empty() && self.commute_state[i] == 1;
+        let mut spins = 0_u32;
+        loop {
+            if let Some(word) = lock.try_lock() {
+                return Some(word);
+            }
+            let word = lock.load();
+            if word.is_dead() {
+                return Some(word);
+            }
+            spins += 1;
+            if spins <= LOCK_SPINS {
+                spin_loop();
+            } else if patient && spins < COMMUTE_LOCK_TRIES {
+                yield_now();
+            } else {
+                return None;
+            }
+        }
+    }
+
+    /// Computes the value of every commute placeholder from its variable's committed value
+    /// (whose lock the commit holds) and its commutes, in call order. Placeholders of dead
+    /// variables are left alone (their entries are dropped unpublished).
+    #[cold]
+    #[inline(never)]
+    fn apply_commutes(&mut self) -> std::thread::Result<()> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_commutes_inner()))
+    }
+
+    /// Notes which write entries are commute placeholders (`locked_from` is about to hold the
+    /// lock words).
+    #[cold]
+    #[inline(never)]
+    fn mark_commutes(&mut self) {
+        self.commute_state.clear();
+        self.commute_state.extend(
+            self.writes
+                .iter()
+                .map(|e| u8::from(e.locked_from == Word::COMMUTED)),
+        );
+    }
+
+    fn apply_commutes_inner(&mut self) {
+        for c in &self.commutes {
+            let Some(i) = self.find(c.header) else {
+                continue; // rolled back with its scope's entry
+            };
+            let state = self.commute_state[i];
+            let entry = &mut self.writes[i];
+            if state == 0 || entry.locked_from.is_dead() {
+                continue; // written plainly after the commute, or nobody can read it
+            }
+            // SAFETY: `entry` is this commute's variable's (found by header). A placeholder
+            // (state 1) holds no value yet, and we hold its lock (taken above) and are pinned;
+            // after that (state 2) it holds the value the last commute computed.
+            unsafe { c.op.apply(entry, state == 1, self.retired.pool()) };
+            self.commute_state[i] = 2;
+        }
     }
 
     /// Releases the locks of the first `locked` write entries, restoring their words.
@@ -1019,8 +1335,12 @@ impl RawTx {
         }
         self.reads.clear();
         self.arena.clear();
+        if !self.commutes.is_empty() {
+            self.commutes.clear();
+        }
         self.nest = 0;
         self.nest_undo = 0;
+        self.nest_commutes = 0;
         self.guard = None;
         if self.reads.capacity() > KEEP_CAPACITY {
             self.reads.shrink_to(KEEP_CAPACITY / 16);

@@ -19,6 +19,10 @@ impl Word {
     /// A placeholder for log entries that hold no lock yet.
     pub(crate) const UNLOCKED: Word = Word(0);
 
+    /// Marks a write entry, before the commit locks it, as a `commute` whose value is computed
+    /// at commit. No lock word `try_lock` returns looks like it: those are unlocked (or dead).
+    pub(crate) const COMMUTED: Word = Word(LOCK_BIT);
+
     #[inline]
     pub(crate) fn is_locked(self) -> bool {
         self.0 & LOCK_BIT != 0
