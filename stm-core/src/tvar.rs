@@ -357,6 +357,40 @@ impl<T: Send + Sync + 'static> TVar<T> {
             .map_err(|_| StmError::Conflict)
     }
 
+    /// Applies `f` to the value as the transaction sees it (its own write, its commutes applied
+    /// to the snapshot, or the snapshot) *without recording the read*: no later commit to
+    /// this variable makes the transaction conflict. The value is still consistent with the
+    /// transaction's snapshot.
+    ///
+    /// This is a building block for containers that detect their conflicts through other
+    /// variables read in the same transaction (`MegaRef` reads the world through guard
+    /// variables per path). Using it for a value that decides anything by itself gives up
+    /// serializability.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let world = TVar::new(vec![1, 2, 3]);
+    /// let len = atomically(|tx| world.read_with_unrecorded(tx, Vec::len));
+    /// assert_eq!(len, 3);
+    /// ```
+    #[doc(hidden)]
+    pub fn read_with_unrecorded<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<R> {
+        tx.raw
+            .read_unrecorded(&self.handle, f)
+            .map_err(|_| StmError::Conflict)
+    }
+
     /// Discards the writes to this variable made in the innermost open scope (a
     /// [`nested`](Transaction::nested) scope, an [`or_else`](Transaction::or_else)
     /// alternative, or else the transaction) and returns its value as it was when that scope

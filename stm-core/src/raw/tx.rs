@@ -549,17 +549,90 @@ impl RawTx {
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
     ) -> Result<V, Conflict> {
+        self.read_committed_as::<T, V, true>(raw, load)
+    }
+
+    /// [`read_committed`](Self::read_committed), recording the read only if `RECORD`.
+    #[inline(always)]
+    fn read_committed_as<T, V, const RECORD: bool>(
+        &mut self,
+        raw: &RawTVar<T>,
+        load: impl Fn(&RawTVar<T>) -> V,
+    ) -> Result<V, Conflict> {
         debug_assert!(self.guard.is_some(), "read outside a running transaction");
         let lock = &raw.header().lock;
         let pre = lock.load();
         if !pre.is_locked() && pre.version() <= self.rv {
             let value = load(raw);
             if same_version(pre, lock.load()) {
-                self.record_read(raw.header(), pre.version());
+                if RECORD {
+                    self.record_read(raw.header(), pre.version());
+                }
                 return Ok(value);
             }
         }
-        self.read_committed_slow(raw, load)
+        self.read_committed_slow::<T, V, RECORD>(raw, load)
+    }
+
+    /// The value of `tv` as this transaction sees it (its own write, its commutes applied to
+    /// the snapshot, or the snapshot), handed to `f`, *without* recording the read: no later
+    /// commit to `tv` makes this transaction conflict. The value is still consistent with the
+    /// snapshot (a newer version extends the snapshot, validating the reads that were
+    /// recorded). For containers that make their conflicts through other variables read
+    /// alongside (`MegaRef`'s guards), never for a read whose value decides anything alone.
+    pub(crate) fn read_unrecorded<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        let raw = tv.raw();
+        let header: *const Header = raw.header();
+        let inline = alloc::is_inline::<T>();
+        let mut commuted = false;
+        if !self.writes.is_empty()
+            && let Some(i) = self.find(header)
+        {
+            if self.writes[i].locked_from != Word::COMMUTED {
+                return self.read(tv, f);
+            }
+            commuted = true;
+        }
+        if inline {
+            let words = self.read_committed_as::<T, _, false>(raw, RawTVar::load_words)?;
+            // SAFETY: the words were loaded between two loads of one unlocked version, so they
+            // are that version's value, whole (invariant on `RawTVar`).
+            let value = unsafe { alloc::from_words::<T>(words) };
+            return Ok(if commuted {
+                f(&self.fold_commutes(header, &value))
+            } else {
+                f(&value)
+            });
+        }
+        let ptr = self.read_committed_as::<T, _, false>(raw, RawTVar::load_value)?;
+        // SAFETY: the committed value at a version consistent with our snapshot, pinned
+        // (invariant on `RawTVar`).
+        let value = unsafe { &*ptr };
+        Ok(if commuted {
+            f(&self.fold_commutes(header, value))
+        } else {
+            f(value)
+        })
+    }
+
+    /// `start` with this transaction's commutes of `header`'s variable applied, in order.
+    fn fold_commutes<T: Send + Sync + 'static>(&self, header: *const Header, start: &T) -> T {
+        let mut value: Option<T> = None;
+        for c in self.commutes.iter().filter(|c| c.header == header) {
+            let typed =
+                c.op.as_any()
+                    .downcast_ref::<TypedCommute<T>>()
+                    .expect("a commute of a variable has the variable's type");
+            value = Some((typed.f)(value.as_ref().unwrap_or(start)));
+        }
+        value.expect("a placeholder has a commute")
     }
 
     /// Appends a read of `header` at `version` to the read set, if this attempt keeps one.
@@ -574,7 +647,7 @@ impl RawTx {
     /// snapshot, or changed under the load: spin, extend, or give up.
     #[cold]
     #[inline(never)]
-    fn read_committed_slow<T, V>(
+    fn read_committed_slow<T, V, const RECORD: bool>(
         &mut self,
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
@@ -605,7 +678,9 @@ impl RawTx {
             }
             let value = load(raw);
             if same_version(pre, lock.load()) {
-                self.record_read(raw.header(), pre.version());
+                if RECORD {
+                    self.record_read(raw.header(), pre.version());
+                }
                 return Ok(value);
             }
         }
@@ -797,27 +872,16 @@ impl RawTx {
     ) -> Result<(), Conflict> {
         let raw = tv.raw();
         let header: *const Header = raw.header();
-        let apply = |commutes: &[Commute], start: &T| -> T {
-            let mut value: Option<T> = None;
-            for c in commutes.iter().filter(|c| c.header == header) {
-                let typed =
-                    c.op.as_any()
-                        .downcast_ref::<TypedCommute<T>>()
-                        .expect("a commute of a variable has the variable's type");
-                value = Some((typed.f)(value.as_ref().unwrap_or(start)));
-            }
-            value.expect("a placeholder has a commute")
-        };
         let value = if alloc::is_inline::<T>() {
             let words = self.read_committed(raw, RawTVar::load_words)?;
             // SAFETY: the words were loaded between two loads of one unlocked version, so they
             // are that version's value, whole (invariant on `RawTVar`).
-            apply(&self.commutes, &unsafe { alloc::from_words::<T>(words) })
+            self.fold_commutes(header, &unsafe { alloc::from_words::<T>(words) })
         } else {
             let ptr = self.read_committed(raw, RawTVar::load_value)?;
             // SAFETY: the committed value at a version consistent with our snapshot, pinned
             // (invariant on `RawTVar`).
-            apply(&self.commutes, unsafe { &*ptr })
+            self.fold_commutes(header, unsafe { &*ptr })
         };
         self.set_commuted(i, value);
         Ok(())
