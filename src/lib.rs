@@ -8,7 +8,7 @@
 //! This crate is the facade: it re-exports [`stm_core`] (the TL2 engine and
 //! [`macro@transactional`]) and the containers of [`stm_collections`] ([`TCell`], [`TStack`],
 //! [`TFifo`], [`TChannel`] and [`TPort`], [`THashMap`], [`TMap`], [`TSet`], [`TArray`],
-//! [`TSem`]). The guide is `docs/guide.md`; the engine's design is `docs/design.md`.
+//! [`TSem`], [`MegaRef`]). The guide is `docs/guide.md`; the engine's design is `docs/design.md`.
 //!
 //! # Examples
 //!
@@ -32,7 +32,7 @@
 extern crate self as stmx;
 
 pub use stm_collections::{
-    TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet, TStack,
+    MegaRef, TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet, TStack, World,
 };
 pub use stm_core::*;
 
@@ -84,7 +84,7 @@ pub use stm_persist::shelf;
 /// ```
 pub mod prelude {
     pub use stm_collections::{
-        TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet, TStack,
+        MegaRef, TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet, TStack,
     };
     pub use stm_core::{
         Reader, StmError, StmResult, TVar, Transaction, TxError, atomically, atomically_timeout,

@@ -6,7 +6,7 @@
 //! Mutex baseline (and, for multi-thread bank rows, each system's throughput over its own
 //! 1-thread throughput), then a table for the containers (see `collections.rs`). Set
 //! `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15), and
-//! `STMX_COMPARE_ONLY=collections` (or `core`) to run one table.
+//! `STMX_COMPARE_ONLY=collections` (or `core`, or `megaref`) to run one table.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod collections;
+mod megaref;
 
 use futures_executor::block_on;
 use parking_lot::Mutex;
@@ -328,11 +329,14 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(15);
     let only = std::env::var("STMX_COMPARE_ONLY").unwrap_or_default();
-    if only != "collections" {
+    if only.is_empty() || only == "core" {
         core_table(rounds);
     }
-    if only != "core" {
+    if only.is_empty() || only == "collections" {
         collections::run(rounds);
+    }
+    if only.is_empty() || only == "megaref" {
+        megaref::run_all(rounds);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Transactional containers for stmx, after STMX's: [`TCell`], [`TStack`], [`TFifo`],
 //! [`TChannel`] with [`TPort`], [`THashMap`], [`TMap`] and [`TSet`]; and, after Haskell's
-//! `stm`, [`TArray`] and [`TSem`].
+//! `stm`, [`TArray`] and [`TSem`]; and [`MegaRef`], a whole world in one reference with
+//! conflicts at path granularity (after Christophe Grand's megaref).
 //!
 //! # Composing
 //!
@@ -45,6 +46,7 @@
 
 mod counter;
 mod list;
+mod megaref;
 mod queue;
 mod tarray;
 mod tcell;
@@ -56,6 +58,7 @@ mod tsem;
 mod tset;
 mod tstack;
 
+pub use megaref::{MegaRef, World};
 pub use tarray::TArray;
 pub use tcell::TCell;
 pub use tchannel::{TChannel, TPort};
