@@ -94,7 +94,9 @@ fn serve(timers: &Timers) -> ! {
 /// entry each, not a thread. The variable is set with
 /// [`write_atomic`](TVar::write_atomic), which wakes the transactions waiting on it; on an
 /// idle machine that happens within a few milliseconds of the deadline. A zero delay gives a
-/// variable that is `true` already.
+/// variable that is `true` already. The timer thread holds a handle to the variable until its
+/// deadline, so a long delay keeps it (one `bool`) allocated that long even if every other
+/// handle is dropped.
 ///
 /// # Panics
 ///

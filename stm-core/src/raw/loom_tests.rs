@@ -177,18 +177,22 @@ fn loom_a_commit_racing_with_parking_wakes_the_waiter() {
     });
 }
 
+/// A thread that adds 10 to `x` by read-modify-write (a plain, recorded read).
+fn spawn_add_ten(x: TVarHandle<i64>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        commit_loop(|tx| {
+            let v = read(tx, &x)?;
+            tx.write(&x, v + 10).unwrap();
+            Ok(())
+        })
+    })
+}
+
 #[test]
 fn loom_a_commute_racing_a_write_loses_neither() {
     model(|| {
         let x = TVarHandle::new(0_i64);
-        let x2 = x.clone();
-        let t = thread::spawn(move || {
-            commit_loop(|tx| {
-                let v = read(tx, &x2)?;
-                tx.write(&x2, v + 10).unwrap();
-                Ok(())
-            })
-        });
+        let t = spawn_add_ten(x.clone());
         commit_loop(|tx| {
             tx.commute(&x, Box::new(|v| v + 1)).unwrap();
             Ok(())
@@ -203,14 +207,7 @@ fn loom_reading_a_commuted_variable_is_validated() {
     model(|| {
         let x = TVarHandle::new(0_i64);
         let seen = TVarHandle::new(-1_i64);
-        let x2 = x.clone();
-        let t = thread::spawn(move || {
-            commit_loop(|tx| {
-                let v = read(tx, &x2)?;
-                tx.write(&x2, v + 10).unwrap();
-                Ok(())
-            })
-        });
+        let t = spawn_add_ten(x.clone());
         // Commute, then read what was commuted (the commute applied to the snapshot), and
         // record it: the read ties the transaction to that snapshot, so it is serializable.
         commit_loop(|tx| {

@@ -1263,6 +1263,19 @@ impl RawTx {
             unsafe { c.op.apply(entry, state == 1, self.retired.pool()) };
             self.commute_state[i] = 2;
         }
+        // Every live placeholder has a commute of its own scope (scopes and `rollback_var`
+        // drop a placeholder with the last of its commutes), so it has a value now; publishing
+        // one without would hand a null box to its variable. Checked, not assumed: a panic
+        // here is caught by the commit, which restores its locks.
+        let missing = self
+            .writes
+            .iter()
+            .zip(&self.commute_state)
+            .any(|(e, &state)| state == 1 && !e.locked_from.is_dead());
+        assert!(
+            !missing,
+            "stmx: a commute placeholder reached the commit without a value"
+        );
     }
 
     /// Releases the locks of the first `locked` write entries, restoring their words.
