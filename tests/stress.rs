@@ -345,6 +345,47 @@ fn inline_two_word_values_are_never_torn() {
     assert_eq!(v.read_atomic(), (200_000 << 64) | 200_000);
 }
 
+/// A read-only transaction of plain values runs unpinned and pins at its first read of a boxed
+/// value (`docs/design.md`, "Read-only attempts"). Readers that read a `u64` first and a boxed
+/// vector second, while a writer keeps replacing both, must see whole values from one commit;
+/// under AddressSanitizer (`.ci/asan`) a box freed under a reader that forgot to pin fails.
+#[test]
+fn read_only_transactions_pin_before_their_first_boxed_read() {
+    let n = Arc::new(TVar::new(0_u64));
+    let items = Arc::new(TVar::new(Vec::<u64>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (n, items, done) = (Arc::clone(&n), Arc::clone(&items), Arc::clone(&done));
+            thread::spawn(move || {
+                let mut seen = 0_u64;
+                while !done.load(Ordering::Relaxed) || seen < 1_000 {
+                    let (count, whole) = atomically(|tx| {
+                        let count = n.read(tx)?;
+                        let whole = items.read_with(tx, |v| {
+                            v.len() as u64 == count.min(8) && v.iter().all(|&x| x == count)
+                        })?;
+                        Ok((count, whole))
+                    });
+                    assert!(whole, "the vector does not match the count {count}");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for i in 1..=100_000_u64 {
+        atomically(|tx| {
+            n.write(tx, i)?;
+            items.write(tx, vec![i; i.min(8) as usize])
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
+
 /// Variables die (their last handle dropped) while other threads' transactions have read them
 /// through handles they dropped since, and still hold them in their logs: validation meets dead
 /// variables, commits meet dead variables in their write sets. Every value read must be whole

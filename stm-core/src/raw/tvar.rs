@@ -211,11 +211,13 @@ impl<T> RawTVar<T> {
     /// lock word locked or changed.
     #[inline]
     pub(crate) fn load_words(&self) -> Words {
-        [
-            self.value.load(Ordering::Acquire).addr(),
-            // SAFETY: only inline variables load words (callers check `is_inline`).
-            unsafe { self.extra() }.load(Ordering::Acquire),
-        ]
+        let first = self.value.load(Ordering::Acquire).addr();
+        if size_of::<T>() <= size_of::<usize>() {
+            // The value fits in the first word; the second holds nothing of it.
+            return [first, 0];
+        }
+        // SAFETY: only inline variables load words (callers check `is_inline`).
+        [first, unsafe { self.extra() }.load(Ordering::Acquire)]
     }
 
     /// Loads with `load` (the pointer or the words) between two loads of the lock word that show

@@ -73,6 +73,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The value of `tv` as the transaction sees it, for all of `'a`.
+    #[inline]
     pub(crate) fn read_ref_raw<T>(&mut self, tv: &'a TVarHandle<T>) -> Result<&'a T, Conflict>
     where
         T: Send + Sync + 'static,
@@ -305,6 +306,11 @@ impl Hasher for AddrHasher {
 ///   was recorded from a live `TVarHandle` while that guard was pinned, and variables are freed
 ///   through the epoch (see `RawTVar`), so the pointers stay valid until the guard is dropped;
 ///   the guard is dropped only after the logs are cleared (`reset`, `wait_for_change`).
+/// - `guard` is `Some` before any committed value *box* is loaded: a logged attempt pins in
+///   `begin`; an unlogged one, whose logs stay empty, pins at its first read of a boxed
+///   variable (`read_committed_as`), before it loads the pointer. An unlogged attempt that
+///   reads only inline variables never pins: it dereferences nothing but the variables its
+///   caller's handles keep alive, and keeps no pointer past the read.
 /// - Each `WriteEntry`'s `pending`, `words`, `publish` and `drop_pending` were made for the `T`
 ///   of its header's `RawTVar<T>`: if that `T` is inline (`alloc::is_inline`), `pending` is
 ///   null and `words` came from `alloc::to_words::<T>`; otherwise `pending` is a value box
@@ -379,7 +385,7 @@ impl RawTx {
         &mut self.retired
     }
 
-    /// Starts an attempt: pins the epoch and takes the read version.
+    /// Starts an attempt: pins the epoch (a logged attempt) and takes the read version.
     #[inline]
     pub(crate) fn begin(&mut self) {
         self.begin_with(true);
@@ -392,7 +398,9 @@ impl RawTx {
     /// writer's commit, to move the snapshot forward, and to know what a `retry` waits for.
     /// Such an attempt skips the log; if it needs one after all (it writes, or meets a version
     /// newer than its snapshot), the operation fails with [`Conflict`] and
-    /// [`needs_log`](Self::needs_log) says that the attempt must re-run logged.
+    /// [`needs_log`](Self::needs_log) says that the attempt must re-run logged. It pins the
+    /// epoch only when it first reads a boxed value, so a read-only transaction of plain
+    /// values (`u64`, `bool`, ...) costs no atomic read-modify-write at all.
     #[inline]
     pub(crate) fn begin_unlogged(&mut self) {
         self.begin_with(false);
@@ -402,7 +410,9 @@ impl RawTx {
     fn begin_with(&mut self, log_reads: bool) {
         debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
         self.retired.reclaim();
-        self.guard = Some(reclaim::pin());
+        if log_reads {
+            self.guard = Some(reclaim::pin());
+        }
         self.log_reads = log_reads;
         self.needs_log = false;
         self.rv = self.clock.now();
@@ -461,6 +471,18 @@ impl RawTx {
         let raw = tv.raw();
         let header: *const Header = raw.header();
         let inline = alloc::is_inline::<T>();
+        if !self.log_reads {
+            // An unlogged attempt has no writes and records nothing: one test per read.
+            if inline {
+                let words = self.read_committed_as::<T, _, false>(raw, RawTVar::load_words)?;
+                // SAFETY: the words were loaded between two loads of one unlocked version, so
+                // they are that version's value, whole (invariant on `RawTVar`).
+                return Ok(f(&unsafe { alloc::from_words::<T>(words) }));
+            }
+            let ptr = self.read_committed_as::<T, _, false>(raw, RawTVar::load_value)?;
+            // SAFETY: as below, for the committed value.
+            return Ok(f(unsafe { &*ptr }));
+        }
         if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
@@ -520,6 +542,10 @@ impl RawTx {
         let raw = tv.raw();
         let header: *const Header = raw.header();
         let inline = alloc::is_inline::<T>();
+        if !self.log_reads && !inline {
+            // Unlogged: no write set to search, nothing to record (as in `read`).
+            return Ok(self.read_committed_as::<T, _, false>(raw, RawTVar::load_value)?);
+        }
         let words = if !self.writes.is_empty()
             && let Some(i) = self.find(header)
         {
@@ -544,7 +570,7 @@ impl RawTx {
     /// consistent with the snapshot, and records the read. The common case (unlocked, within
     /// the snapshot, unchanged around the load) is inlined into the caller.
     #[inline(always)]
-    fn read_committed<T, V>(
+    fn read_committed<T: 'static, V>(
         &mut self,
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
@@ -554,17 +580,22 @@ impl RawTx {
 
     /// [`read_committed`](Self::read_committed), recording the read only if `RECORD`.
     #[inline(always)]
-    fn read_committed_as<T, V, const RECORD: bool>(
+    fn read_committed_as<T: 'static, V, const RECORD: bool>(
         &mut self,
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
     ) -> Result<V, Conflict> {
-        debug_assert!(self.guard.is_some(), "read outside a running transaction");
+        if !alloc::is_inline::<T>() && self.guard.is_none() {
+            // The pointer we are about to load must outlive the read (invariants above).
+            self.pin_late();
+        }
         let lock = &raw.header().lock;
         let pre = lock.load();
         if !pre.is_locked() && pre.version() <= self.rv {
             let value = load(raw);
-            if same_version(pre, lock.load()) {
+            // The whole word: a waiter flag set meanwhile sends us the slow way, which is
+            // rare and still right.
+            if lock.load() == pre {
                 if RECORD {
                     self.record_read(raw.header(), pre.version());
                 }
@@ -635,6 +666,13 @@ impl RawTx {
         value.expect("a placeholder has a commute")
     }
 
+    /// Pins an unlogged attempt at its first read of a boxed value (see the invariants).
+    #[cold]
+    #[inline(never)]
+    fn pin_late(&mut self) {
+        self.guard = Some(reclaim::pin());
+    }
+
     /// Appends a read of `header` at `version` to the read set, if this attempt keeps one.
     #[inline(always)]
     fn record_read(&mut self, header: &Header, version: u64) {
@@ -647,7 +685,7 @@ impl RawTx {
     /// snapshot, or changed under the load: spin, extend, or give up.
     #[cold]
     #[inline(never)]
-    fn read_committed_slow<T, V, const RECORD: bool>(
+    fn read_committed_slow<T: 'static, V, const RECORD: bool>(
         &mut self,
         raw: &RawTVar<T>,
         load: impl Fn(&RawTVar<T>) -> V,
@@ -724,11 +762,11 @@ impl RawTx {
         tv: &TVarHandle<T>,
         value: T,
     ) -> Result<(), Conflict> {
-        debug_assert!(self.guard.is_some(), "write outside a running transaction");
         if !self.log_reads {
             self.needs_log = true;
             return Err(Conflict);
         }
+        debug_assert!(self.guard.is_some(), "write outside a running transaction");
         let header: *const Header = tv.raw().header();
         let inline = alloc::is_inline::<T>();
         match self.find(header) {
@@ -799,14 +837,14 @@ impl RawTx {
         tv: &TVarHandle<T>,
         f: Box<dyn Fn(&T) -> T + Send + Sync>,
     ) -> Result<(), Conflict> {
-        debug_assert!(
-            self.guard.is_some(),
-            "commute outside a running transaction"
-        );
         if !self.log_reads {
             self.needs_log = true;
             return Err(Conflict);
         }
+        debug_assert!(
+            self.guard.is_some(),
+            "commute outside a running transaction"
+        );
         let header: *const Header = tv.raw().header();
         match self.find(header) {
             Some(i) if self.writes[i].locked_from == Word::COMMUTED => {}
