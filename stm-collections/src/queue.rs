@@ -9,13 +9,15 @@
 //!
 //! A cursor holds the slot, not the cell before it: once every cursor has moved past a cell,
 //! nothing refers to it and its value is freed.
-
-use std::sync::Arc;
+//!
+//! The cell lives in its slot's value itself, not behind an `Arc`: readers borrow it
+//! (`read_with`, `read_through`) and clone only the value and the next slot's handle, so a value
+//! costs one variable and no allocation of its own.
 
 use stm_core::{StmResult, TVar, Transaction};
 
 /// A slot: `None` at the end of the queue, or the next value and the slot after it.
-pub(crate) type Slot<T> = TVar<Option<Arc<Cell<T>>>>;
+pub(crate) type Slot<T> = TVar<Option<Cell<T>>>;
 
 pub(crate) struct Cell<T> {
     pub(crate) value: T,
@@ -57,10 +59,10 @@ pub(crate) fn push<T: Clone + Send + Sync + 'static>(
     let next = TVar::new(None);
     end.slot.write(
         tx,
-        Some(Arc::new(Cell {
+        Some(Cell {
             value,
             next: next.clone(),
-        })),
+        }),
     )?;
     back.write(
         tx,
@@ -88,18 +90,18 @@ pub(crate) fn pop<T: Clone + Send + Sync + 'static>(
     tx: &mut Transaction,
     front: &TVar<Cursor<T>>,
 ) -> StmResult<Option<T>> {
-    let at = front.read(tx)?;
-    let Some(cell) = at.slot.read(tx)? else {
+    // Borrow the cursor and the cell: clone only the value and the next slot's handle.
+    let next = front.read_through(tx, |at, reader| {
+        reader.read_with(&at.slot, |cell| {
+            cell.as_ref()
+                .map(|c| (c.value.clone(), at.seq + 1, c.next.clone()))
+        })
+    })?;
+    let Some((value, seq, slot)) = next else {
         return Ok(None);
     };
-    front.write(
-        tx,
-        Cursor {
-            seq: at.seq + 1,
-            slot: cell.next.clone(),
-        },
-    )?;
-    Ok(Some(cell.value.clone()))
+    front.write(tx, Cursor { seq, slot })?;
+    Ok(Some(value))
 }
 
 /// Whether nothing follows the consumer cursor `front`.
@@ -107,8 +109,7 @@ pub(crate) fn is_empty<T: Clone + Send + Sync + 'static>(
     tx: &mut Transaction,
     front: &TVar<Cursor<T>>,
 ) -> StmResult<bool> {
-    let at = front.read(tx)?;
-    at.slot.read_with(tx, Option::is_none)
+    front.read_through(tx, |at, reader| reader.read_with(&at.slot, Option::is_none))
 }
 
 /// Moves the consumer cursor `front` to the producer cursor `back`, dropping what is between.

@@ -384,9 +384,13 @@ impl<T: Clone + Send + Sync + 'static> TFifo<T> {
             Flavor::Unbounded { front, .. } => {
                 let at = front.read(tx)?;
                 let mut slot = at.slot.clone();
-                while let Some(cell) = slot.read(tx)? {
-                    out.push(cell.value.clone());
-                    slot = cell.next.clone();
+                while let Some(next) = slot.read_with(tx, |cell| {
+                    cell.as_ref().map(|c| {
+                        out.push(c.value.clone());
+                        c.next.clone()
+                    })
+                })? {
+                    slot = next;
                 }
                 if !out.is_empty() {
                     front.write(
