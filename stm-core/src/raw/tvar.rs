@@ -40,19 +40,28 @@ impl Header {
 /// # Invariants
 ///
 /// - **Boxed** (`!alloc::is_inline::<T>()`): `slot` is `initial`. `value` always points to a
-///   live value holding the last committed value: the initial slot (until the first write) or
-///   a value box (`alloc::box_value::<T>`). It changes only while `header.lock` is held; the
-///   replaced value is retired through the epoch, never freed directly, so a reader that loaded
-///   the pointer while pinned may read through it until it unpins. A published value is never
-///   mutated. Once the initial slot is replaced, its value is dropped after its grace period,
-///   and the variable's memory is held (one count in `refs`) until then.
+///   live value holding the last committed value: the slot or a value box
+///   (`alloc::box_value::<T>`). It changes only while `header.lock` is held; the replaced value
+///   is retired through the epoch, never freed directly, so a reader that loaded the pointer
+///   while pinned may read through it until it unpins. A published value is never mutated.
+/// - **The slot** of a boxed variable is in one of three states: *current* (`value` points to
+///   it; the first value starts there), *in grace* (replaced, retired; the variable's memory is
+///   held by one count in `refs` until `drop_slot` drops the value after its grace period),
+///   or *free* (`flags == SLOT_FREE`: it holds no value, and no reader can reach it, since its
+///   grace period passed while `value` pointed elsewhere). Only `drop_slot` makes it free
+///   (`Release`, after the drop), and only a commit holding the lock fills it again (`Acquire`
+///   load of the flag, then a bitwise move of the new value out of its unshared box), so the
+///   states follow each other in this order and a value in the slot is never overwritten
+///   while readable. A variable whose values are written once in a while thus keeps its value
+///   next to its lock word after every other write, and readers miss one line instead of two.
+/// - `flags` is `INLINE` for inline variables, set at creation and never changed.
 /// - **Inline** (`alloc::is_inline::<T>()`): `slot` is `extra`. The address of `value` (no
 ///   provenance) and `extra` are the two words of the last committed value
 ///   (`alloc::to_words`). They change only while `header.lock` is held, each by a `Release`
 ///   store, so a reader that loads both between two loads of the lock word showing the same
 ///   unlocked version has the words of that version's value, whole.
-/// - `drop_value` drops what `value` owns when the variable dies: the box or the initial slot's
-///   value, or nothing (inline).
+/// - When the variable dies, `drop_boxed` drops what `value` owns (the box, or the slot's
+///   value); inline values own nothing.
 /// - **Death.** When the count in `refs` reaches zero the variable is *killed* ([`kill`]): its
 ///   lock is taken for good (`VersionedLock::try_kill`) and its current value dropped at once.
 ///   That is sound because a variable's *current* value is only ever dereferenced through a
@@ -64,9 +73,17 @@ impl Header {
 pub(crate) struct RawTVar<T> {
     header: Header,
     value: AtomicPtr<T>,
-    drop_value: unsafe fn(&RawTVar<T>),
+    /// [`INLINE`] for inline variables, set once; for boxed ones, [`SLOT_FREE`] while the slot
+    /// holds no value (its last one was dropped after its grace period), so that the next
+    /// commit may move its value in (see the invariants).
+    flags: AtomicUsize,
     slot: Slot<T>,
 }
+
+/// `RawTVar::flags`: the variable is inline (never changes).
+const INLINE: usize = 1;
+/// `RawTVar::flags`: a boxed variable's slot is free.
+const SLOT_FREE: usize = 2;
 
 /// The last field of a variable: the second word of an inline value, or the first value of a
 /// boxed one. Sharing the space keeps a variable of a value up to 32 bytes within 64 bytes.
@@ -95,15 +112,15 @@ fn layout<T>() -> std::alloc::Layout {
     }
 }
 
-/// `drop_value` of boxed variables.
+/// Drops the value of a dead boxed variable.
 ///
 /// # Safety
 ///
 /// The variable is dead (its lock taken for good) and its value is not used again.
 unsafe fn drop_boxed<T>(raw: &RawTVar<T>) {
     let ptr = raw.value.load(Ordering::Relaxed);
-    if ptr == raw.initial_ptr() {
-        // SAFETY: the initial slot holds the current value (invariant on `RawTVar`), dropped
+    if ptr == raw.slot_ptr() {
+        // SAFETY: the slot holds the current value (invariant on `RawTVar`), dropped
         // once, here; the memory goes with the variable.
         unsafe { std::ptr::drop_in_place(ptr) };
     } else {
@@ -111,13 +128,6 @@ unsafe fn drop_boxed<T>(raw: &RawTVar<T>) {
         unsafe { alloc::free_value(ptr, None) };
     }
 }
-
-/// `drop_value` of inline variables: their words own nothing.
-///
-/// # Safety
-///
-/// None needed; `unsafe` only to share `drop_boxed`'s type.
-unsafe fn drop_nothing<T>(_: &RawTVar<T>) {}
 
 /// Kills the variable at `ptr`: takes its lock for good, drops its value, wakes its waiters,
 /// and returns its memory for the epoch; `None` if a committer holds the lock now.
@@ -138,7 +148,11 @@ unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
     let replaced = raw.header.lock.try_kill()?;
     // SAFETY: the count is zero, so nobody dereferences the current value again (invariant on
     // `RawTVar`), and nobody can publish another: the lock is ours for good.
-    unsafe { (raw.drop_value)(raw) };
+    if raw.flags.load(Ordering::Relaxed) & INLINE == 0 {
+        // (Inline values own nothing: their words are plain integers.)
+        // SAFETY: as above.
+        unsafe { drop_boxed(raw) };
+    }
     if replaced.has_waiters() {
         // Nothing will ever change this variable again: let its waiters re-run.
         parking::global().wake(raw.header.addr());
@@ -182,9 +196,9 @@ impl<T> RawTVar<T> {
         &self.header
     }
 
-    /// The address of the initial value slot (meaningful for boxed variables).
+    /// The address of the value slot (meaningful for boxed variables).
     #[inline]
-    fn initial_ptr(&self) -> *mut T {
+    fn slot_ptr(&self) -> *mut T {
         std::ptr::addr_of!(self.slot).cast::<T>().cast_mut()
     }
 
@@ -279,9 +293,38 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         debug_assert!(self.header.lock.load().is_locked());
         // Only the lock holder stores, so a plain load + store is enough (no swap).
         let old = self.value.load(Ordering::Relaxed);
+        let slot = self.slot_ptr();
+        // `Acquire` pairs with `drop_slot`'s `Release`: the slot's last value was dropped
+        // before we write over it.
+        if old != slot && self.flags.load(Ordering::Acquire) == SLOT_FREE {
+            // The slot's last value is gone and no reader can reach the slot (its grace period
+            // passed, and `value` points elsewhere): move the new value in, next to the lock
+            // word, so that readers miss one cache line instead of two.
+            self.flags.store(0, Ordering::Relaxed);
+            // SAFETY: `new` is a value box of this `T`, handed over and not shared yet; the slot
+            // is free memory for a `T`. The value is moved bit for bit, and the box is freed
+            // without dropping it (`ManuallyDrop<T>` has `T`'s size class).
+            unsafe {
+                std::ptr::copy_nonoverlapping(new, slot, 1);
+                alloc::free_value(new.cast::<ManuallyDrop<T>>(), Some(retired.pool()));
+            }
+            self.value.store(slot, Ordering::Release);
+            // SAFETY: `old` was the published box (invariant), unlinked under the lock just
+            // now, so nobody else retires it; `drop_pending` frees a value box of this `T`.
+            unsafe {
+                retired.push(
+                    guard,
+                    Retired {
+                        ptr: old.cast(),
+                        free: Self::drop_pending,
+                    },
+                );
+            }
+            return;
+        }
         self.value.store(new, Ordering::Release);
-        let old = if old == self.initial_ptr() {
-            // The initial slot is part of the variable: its memory must outlive the slot's
+        let old = if old == slot {
+            // The slot is part of the variable: its memory must outlive the slot's
             // grace period, so the retired slot holds a count of its own.
             if self.header.refs.fetch_add(1, Ordering::Relaxed) == 0 {
                 // No handle is left: the variable died while this commit held its lock (its
@@ -296,7 +339,7 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
             }
             Retired {
                 ptr: std::ptr::from_ref(self).cast_mut().cast(),
-                free: Self::drop_initial,
+                free: Self::drop_slot,
             }
         } else {
             Retired {
@@ -306,22 +349,26 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         };
         // SAFETY: `old` was the published value (invariant on `RawTVar`), just unlinked under
         // the lock, so nobody else retires it; `drop_pending` frees a value box of this `T`,
-        // `drop_initial` the initial slot; `T: Send`.
+        // `drop_slot` the slot; `T: Send`.
         unsafe { retired.push(guard, old) };
     }
 
-    /// Drops the value of a replaced initial slot after its grace period, then gives up the
-    /// count the slot held.
+    /// Drops the value of a replaced slot after its grace period, marks the slot free, then
+    /// gives up the count the slot held.
     ///
     /// # Safety
     ///
-    /// `raw` is this `RawTVar<T>`, whose initial slot was replaced by `publish` (which took the
+    /// `raw` is this `RawTVar<T>`, whose slot was replaced by `publish` (which took the
     /// count) and whose grace period has passed; called once.
-    unsafe fn drop_initial(raw: *mut (), _: Option<&mut Pool>) {
+    unsafe fn drop_slot(raw: *mut (), _: Option<&mut Pool>) {
         let raw = raw.cast::<RawTVar<T>>();
-        // SAFETY: the slot's count keeps the variable allocated; the slot holds the value that
-        // was published first, unreachable since its grace period passed; dropped once, here.
-        unsafe { std::ptr::drop_in_place((*raw).initial_ptr()) };
+        // SAFETY: the slot's count keeps the variable allocated; the slot holds the value it
+        // was retired with, unreachable since its grace period passed; dropped once, here.
+        unsafe { std::ptr::drop_in_place((*raw).slot_ptr()) };
+        // The slot may take a value again; `Release` orders the drop before the next commit's
+        // write into it. (On a dead variable nobody looks.)
+        // SAFETY: still allocated (the slot's count, given up just below).
+        unsafe { (*raw).flags.store(SLOT_FREE, Ordering::Release) };
         // SAFETY: the count taken by `publish` for the slot, given up once.
         unsafe { release(NonNull::new_unchecked(raw)) };
     }
@@ -404,11 +451,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
                     refs: AtomicUsize::new(1),
                 },
                 value: AtomicPtr::new(std::ptr::null_mut()),
-                drop_value: if inline {
-                    drop_nothing::<T>
-                } else {
-                    drop_boxed::<T>
-                },
+                flags: AtomicUsize::new(if inline { INLINE } else { 0 }),
                 slot: if inline {
                     Slot {
                         extra: ManuallyDrop::new(AtomicUsize::new(0)),
@@ -432,7 +475,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
             // SAFETY: `T` is inline, so `slot` was made as `extra` just above.
             unsafe { raw.extra() }.store(words[1], Ordering::Relaxed);
         } else {
-            let slot = raw.initial_ptr();
+            let slot = raw.slot_ptr();
             // SAFETY: the slot is ours alone (the variable is not shared yet), sized and
             // aligned for a `T` (the union's `initial` field, made just above).
             unsafe { slot.write(value) };
@@ -610,5 +653,55 @@ pub(crate) fn backoff_spin(spins: &mut u32) {
         spin_loop();
     } else {
         yield_now();
+    }
+}
+
+#[cfg(all(test, not(stm_loom)))]
+mod tests {
+    use super::*;
+    use crate::raw::clock;
+
+    /// The points to check in the slot's life: a replaced slot waits out its grace period, then
+    /// the next commit moves its value into it, and the box it came in goes back to the pool.
+    #[test]
+    fn a_free_slot_takes_the_next_value_and_a_slot_in_grace_does_not() {
+        let handle = TVarHandle::new(vec![0_u64; 3]);
+        let raw = handle.raw();
+        let mut retired = Recycler::default();
+        assert_eq!(
+            raw.load_value(),
+            raw.slot_ptr(),
+            "the first value is in the slot"
+        );
+        handle.store(vec![1; 3], clock::global(), &mut retired);
+        assert_ne!(raw.load_value(), raw.slot_ptr(), "the slot is in grace");
+        handle.store(vec![2; 3], clock::global(), &mut retired);
+        assert_ne!(
+            raw.load_value(),
+            raw.slot_ptr(),
+            "a slot in grace takes no value"
+        );
+        // Let the grace period pass: hand the batch to the epoch, advance it, reclaim.
+        let mut rounds = 0;
+        while raw.flags.load(Ordering::Acquire) != SLOT_FREE {
+            rounds += 1;
+            assert!(rounds < 10_000, "the slot's grace period never ended");
+            let guard = reclaim::pin();
+            retired.flush(&guard);
+            guard.flush();
+            drop(guard);
+            retired.reclaim();
+            std::thread::yield_now();
+        }
+        handle.store(vec![3; 3], clock::global(), &mut retired);
+        assert_eq!(
+            raw.load_value(),
+            raw.slot_ptr(),
+            "a free slot takes the value"
+        );
+        assert_eq!(handle.load_with(Clone::clone), vec![3; 3]);
+        handle.store(vec![4; 3], clock::global(), &mut retired);
+        assert_ne!(raw.load_value(), raw.slot_ptr());
+        assert_eq!(handle.load_with(Clone::clone), vec![4; 3]);
     }
 }
