@@ -103,6 +103,40 @@ fn commutes_roll_back_with_their_scope_and_with_rollback() {
     assert_eq!(v.read_atomic(), 11);
 }
 
+/// Reads that record nothing (`MegaRef`'s reads of its world) fold a commuted variable's
+/// commutes once and remember the result; the memory must follow the commutes as scopes and
+/// `rollback` remove some of them.
+#[test]
+fn unrecorded_reads_of_a_commuted_variable_follow_scopes_and_rollback() {
+    let push = |n: u64| move |v: &Vec<u64>| [v.as_slice(), &[n]].concat();
+    let v = TVar::new(vec![0_u64]);
+    atomically(|tx| {
+        let seen = |tx: &mut Transaction| v.read_with_unrecorded(tx, Clone::clone);
+        v.commute(tx, push(1))?;
+        assert_eq!(seen(tx)?, [0, 1]);
+        assert_eq!(seen(tx)?, [0, 1], "a second read folds nothing again");
+        let r = tx.nested(|tx| -> Result<(), TxError<()>> {
+            v.commute(tx, push(2))?;
+            assert_eq!(seen(tx)?, [0, 1, 2]);
+            Err(TxError::Abort(()))
+        })?;
+        assert!(r.is_err());
+        // A commute takes the place of the rolled-back one before anything reads.
+        v.commute(tx, push(3))?;
+        assert_eq!(seen(tx)?, [0, 1, 3], "the scope's commute is gone");
+        let r = tx.nested(|tx| -> Result<(), TxError<()>> {
+            v.commute(tx, push(4))?;
+            assert_eq!(seen(tx)?, [0, 1, 3, 4]);
+            v.rollback(tx)?;
+            Ok(())
+        })?;
+        assert!(r.is_ok());
+        assert_eq!(seen(tx)?, [0, 1, 3]);
+        Ok(())
+    });
+    assert_eq!(v.read_atomic(), [0, 1, 3]);
+}
+
 #[test]
 fn a_panicking_commute_at_commit_commits_nothing() {
     let (v, other) = (TVar::new(1), TVar::new(0));

@@ -198,6 +198,25 @@ struct Commute {
     op: Box<dyn CommuteOp>,
 }
 
+/// A variable's commutes `commutes[..upto]` folded over its committed value at `base`
+/// (`RawTx::fold_commutes_memo`), valid while no commute was removed (`cut`).
+struct FoldMemo {
+    header: *const Header,
+    base: *const (),
+    cut: u64,
+    upto: usize,
+    value: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for FoldMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FoldMemo")
+            .field("header", &self.header)
+            .field("upto", &self.upto)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for Commute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Commute")
@@ -345,6 +364,13 @@ pub(crate) struct RawTx {
     commutes: Vec<Commute>,
     /// Commutes from this index on belong to the innermost open scope.
     nest_commutes: usize,
+    /// The last fold of a commuted variable's commutes for a read that records nothing, so
+    /// that a transaction reading a variable it keeps commuting (a `MegaRef` world) folds
+    /// each commute once, not once per read.
+    fold_memo: Option<FoldMemo>,
+    /// Bumped whenever commutes are removed (scope rollback, `rollback_var`, the end of the
+    /// attempt): a memo made before no longer describes a prefix of `commutes`.
+    commutes_cut: u64,
     /// Commit scratch: per write entry, 0, or 1 for a commute's placeholder, 2 once computed.
     commute_state: Vec<u8>,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
@@ -372,6 +398,8 @@ impl RawTx {
             nest: 0,
             nest_undo: 0,
             commutes: Vec::new(),
+            fold_memo: None,
+            commutes_cut: 0,
             nest_commutes: 0,
             commute_state: Vec::new(),
             scratch: Vec::new(),
@@ -647,10 +675,60 @@ impl RawTx {
         // (invariant on `RawTVar`).
         let value = unsafe { &*ptr };
         Ok(if commuted {
-            f(&self.fold_commutes(header, value))
+            f(self.fold_commutes_memo(header, ptr, value))
         } else {
             f(value)
         })
+    }
+
+    /// [`fold_commutes`](Self::fold_commutes) of `start`, the committed value at `base`,
+    /// remembered: if the last fold was of the same variable from the same committed value and
+    /// no commute was removed since, only the commutes added since are applied to it.
+    ///
+    /// `base` identifies the committed value: the attempt is pinned, so its box (or slot) holds
+    /// that value until the attempt ends.
+    fn fold_commutes_memo<T: Send + Sync + 'static>(
+        &mut self,
+        header: *const Header,
+        base: *const T,
+        start: &T,
+    ) -> &T {
+        let fresh = !self.fold_memo.as_ref().is_some_and(|m| {
+            m.header == header
+                && m.base == base.cast()
+                && m.cut == self.commutes_cut
+                && m.upto <= self.commutes.len()
+        });
+        if fresh {
+            self.fold_memo = Some(FoldMemo {
+                header,
+                base: base.cast(),
+                cut: self.commutes_cut,
+                upto: self.commutes.len(),
+                value: Box::new(self.fold_commutes(header, start)),
+            });
+        } else {
+            let memo = self.fold_memo.as_mut().expect("checked above");
+            let value = memo
+                .value
+                .downcast_mut::<T>()
+                .expect("a memo of a variable has the variable's type");
+            for c in self.commutes[memo.upto..]
+                .iter()
+                .filter(|c| c.header == header)
+            {
+                let typed =
+                    c.op.as_any()
+                        .downcast_ref::<TypedCommute<T>>()
+                        .expect("a commute of a variable has the variable's type");
+                *value = (typed.f)(value);
+            }
+            memo.upto = self.commutes.len();
+        }
+        self.fold_memo
+            .as_ref()
+            .and_then(|m| m.value.downcast_ref::<T>())
+            .expect("just made")
     }
 
     /// `start` with this transaction's commutes of `header`'s variable applied, in order.
@@ -994,6 +1072,7 @@ impl RawTx {
         }
         self.truncate_writes(mark.writes);
         self.commutes.truncate(mark.commutes);
+        self.commutes_cut += 1;
         self.nest = mark.outer_nest;
         self.nest_undo = mark.outer_nest_undo;
         self.nest_commutes = mark.outer_nest_commutes;
@@ -1006,6 +1085,7 @@ impl RawTx {
             return;
         };
         // The scope's commutes of the variable go too.
+        self.commutes_cut += 1;
         let mut k = self.nest_commutes;
         while k < self.commutes.len() {
             if self.commutes[k].header == header {
@@ -1452,6 +1532,10 @@ impl RawTx {
         self.arena.clear();
         if !self.commutes.is_empty() {
             self.commutes.clear();
+            self.commutes_cut += 1;
+        }
+        if self.fold_memo.is_some() {
+            self.fold_memo = None;
         }
         self.nest = 0;
         self.nest_undo = 0;
