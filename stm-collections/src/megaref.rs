@@ -8,25 +8,20 @@ use std::sync::Arc;
 use imbl::OrdMap;
 use stm_core::{StmResult, TVar, Transaction};
 
-/// What a path update does to the subtree it reaches (`None`: the subtree goes).
-type Rewrite<'f, K, V> = dyn FnMut(Option<&Node<K, V>>) -> Option<Node<K, V>> + 'f;
+/// What a path update does to the subtree it reaches, in place (an empty node is pruned).
+type Rewrite<'f, K, V> = dyn FnMut(&mut Node<K, V>) + 'f;
 
 /// One node of a world: its value, if any, its children, and how many values its subtree
 /// holds. A child exists only while its subtree holds a value.
+///
+/// Children are held by value, not behind an `Arc` each: copying a map node on a path update
+/// then clones leaf children without touching a reference count (a leaf's empty map holds no
+/// pointer), and a child's own map shares its structure through `imbl`.
+#[derive(Clone)]
 struct Node<K, V> {
     value: Option<V>,
-    children: OrdMap<K, Arc<Node<K, V>>>,
+    children: OrdMap<K, Node<K, V>>,
     len: usize,
-}
-
-impl<K: Ord + Clone, V: Clone> Clone for Node<K, V> {
-    fn clone(&self) -> Self {
-        Node {
-            value: self.value.clone(),
-            children: self.children.clone(),
-            len: self.len,
-        }
-    }
 }
 
 impl<K: Ord + Clone, V: Clone> Node<K, V> {
@@ -46,25 +41,34 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
         Some(node)
     }
 
-    /// This node with `f` applied to the subtree at `path` (`None`: the subtree is gone).
-    /// Empty nodes are pruned on the way back up.
-    fn update(self: &Arc<Self>, path: &[K], f: &mut Rewrite<'_, K, V>) -> Option<Arc<Node<K, V>>> {
+    /// Applies `f` to the subtree at `path`, in place: the maps on the way are copied where
+    /// they are shared (`imbl`'s copy-on-write), one lookup per level. Nodes left empty are
+    /// pruned on the way back up.
+    fn update(&mut self, path: &[K], f: &mut Rewrite<'_, K, V>) {
         let Some((key, rest)) = path.split_first() else {
-            return f(Some(self)).filter(|n| n.len > 0).map(Arc::new);
+            return f(self);
         };
-        let mut node = Node::clone(self);
-        let old_len = node.children.get(key).map_or(0, |c| c.len);
-        let child = match node.children.get(key) {
-            Some(child) => child.update(rest, f),
-            None => Arc::new(Node::empty()).update(rest, f),
+        let (old_len, new_len) = match self.children.get_mut(key) {
+            Some(child) => {
+                let old_len = child.len;
+                child.update(rest, f);
+                let new_len = child.len;
+                if new_len == 0 {
+                    self.children.remove(key);
+                }
+                (old_len, new_len)
+            }
+            None => {
+                let mut child = Node::empty();
+                child.update(rest, f);
+                let new_len = child.len;
+                if new_len > 0 {
+                    self.children.insert(key.clone(), child);
+                }
+                (0, new_len)
+            }
         };
-        let new_len = child.as_ref().map_or(0, |c| c.len);
-        match child {
-            Some(child) => node.children.insert(key.clone(), child),
-            None => node.children.remove(key),
-        };
-        node.len = node.len - old_len + new_len;
-        (node.len > 0).then(|| Arc::new(node))
+        self.len = self.len - old_len + new_len;
     }
 }
 
@@ -197,25 +201,24 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
 
     /// The world below `path`, as a world of its own (paths relative to `path`). O(1).
     fn sub(&self, path: &[K]) -> World<K, V> {
-        let root = self.root.as_ref().and_then(|r| {
-            let mut node = r;
-            for key in path {
-                node = node.children.get(key)?;
-            }
-            Some(Arc::clone(node))
-        });
+        if path.is_empty() {
+            return self.clone();
+        }
+        // A node's copy is O(1): its value, and its map (shared).
+        let root = self.node(path).map(|n| Arc::new(n.clone()));
         World { root }
     }
 
-    /// This world with the subtree at `path` replaced by `f(subtree)`.
-    fn update(
-        &self,
-        path: &[K],
-        mut f: impl FnMut(Option<&Node<K, V>>) -> Option<Node<K, V>>,
-    ) -> Self {
-        let root = self.root.clone().unwrap_or_else(|| Arc::new(Node::empty()));
+    /// This world with `f` applied to the subtree at `path`, in place (see `Node::update`).
+    fn update(&self, path: &[K], mut f: impl FnMut(&mut Node<K, V>)) -> Self {
+        let mut root = match &self.root {
+            // The root is shared with `self`: copy the node (its map is shared below).
+            Some(root) => Node::clone(root),
+            None => Node::empty(),
+        };
+        root.update(path, &mut f);
         World {
-            root: root.update(path, &mut f),
+            root: (root.len > 0).then(|| Arc::new(root)),
         }
     }
 
@@ -224,11 +227,9 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
         let mut f = Some(f);
         self.update(path, |node| {
             let f = f.take().expect("applied once");
-            let mut node = node.cloned().unwrap_or_else(Node::empty);
             let had = node.value.is_some();
             node.value = f(node.value.as_ref());
             node.len = node.len + usize::from(node.value.is_some()) - usize::from(had);
-            Some(node)
         })
     }
 }
@@ -626,7 +627,7 @@ where
         self.guard_write(tx, &full, false)?;
         self.shared
             .world
-            .commute(tx, move |w| w.update(&full, |_| None))
+            .commute(tx, move |w| w.update(&full, |n| *n = Node::empty()))
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
