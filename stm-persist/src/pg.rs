@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 
 /// The channel appends notify, with the log's name as payload.
 const CHANNEL: &str = "stmx_log_appended";
+/// Taken (for the rest of its transaction) before creating stmx's tables, by the log's and the
+/// shelf's backends alike: concurrent `CREATE TABLE IF NOT EXISTS` can fail with a duplicate.
+pub(crate) const SCHEMA_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('stmx_schema'))";
 /// Records fetched per query while scanning.
 const SCAN_BATCH: i64 = 4_096;
 
@@ -83,23 +86,20 @@ impl PgBackend {
     /// [`Error::Backend`] if the server cannot be reached or the tables cannot be created.
     pub fn connect(params: &str, log: &str) -> Result<Self> {
         let mut client = Client::connect(params, NoTls).map_err(pg("connecting"))?;
+        // `CREATE TABLE IF NOT EXISTS` is not safe against itself: two connections creating a
+        // table at once can fail with a duplicate type or key. The statements of one simple
+        // query run in one transaction, so the transaction-level advisory lock serializes
+        // creators (the shelf's backend takes the same one).
         client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS stmx_log (
+            .batch_execute(&format!(
+                "{SCHEMA_LOCK};
+                 CREATE TABLE IF NOT EXISTS stmx_log (
                      log text NOT NULL, seq bigint NOT NULL, record bytea NOT NULL,
                      PRIMARY KEY (log, seq));
                  CREATE TABLE IF NOT EXISTS stmx_snapshots (
                      log text NOT NULL, seq bigint NOT NULL, data bytea NOT NULL,
-                     PRIMARY KEY (log, seq));",
-            )
-            .or_else(|e| {
-                // Two participants creating the tables at once: the loser sees a duplicate.
-                if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
+                     PRIMARY KEY (log, seq));"
+            ))
             .map_err(pg("creating the tables"))?;
         let mut listener = Client::connect(params, NoTls).map_err(pg("connecting"))?;
         listener

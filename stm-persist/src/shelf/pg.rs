@@ -1,11 +1,11 @@
 //! [`PgBackend`]: a shelf kept in PostgreSQL.
 
 use parking_lot::Mutex;
-use postgres::error::SqlState;
 use postgres::{Client, NoTls};
 
 use super::backend::{Backend, Change};
 use super::error::{Error, Result};
+use crate::pg::SCHEMA_LOCK;
 
 fn pg(context: &str) -> impl FnOnce(postgres::Error) -> Error + '_ {
     move |e| match e.as_db_error() {
@@ -63,19 +63,14 @@ impl PgBackend {
     /// cannot be reached or the table cannot be created.
     pub fn connect(params: &str, shelf: &str) -> Result<Self> {
         let mut writer = Client::connect(params, NoTls).map_err(pg("connecting"))?;
+        // Creators serialized by a transaction-level advisory lock (see `pg::SCHEMA_LOCK`).
         writer
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS stmx_shelf (
+            .batch_execute(&format!(
+                "{SCHEMA_LOCK};
+                 CREATE TABLE IF NOT EXISTS stmx_shelf (
                      shelf text NOT NULL, pid text NOT NULL, version bigint NOT NULL,
-                     body bytea NOT NULL, PRIMARY KEY (shelf, pid))",
-            )
-            .or_else(|e| {
-                // Two processes creating the table at once: the loser sees a duplicate.
-                match e.code() {
-                    Some(c) if *c == SqlState::UNIQUE_VIOLATION => Ok(()),
-                    _ => Err(e),
-                }
-            })
+                     body bytea NOT NULL, PRIMARY KEY (shelf, pid))"
+            ))
             .map_err(pg("creating the table"))?;
         let locked: bool = writer
             .query_one(
