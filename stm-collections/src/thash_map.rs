@@ -98,6 +98,50 @@ impl<K, V> std::ops::Deref for Entries<K, V> {
     }
 }
 
+impl<K: Clone + Eq, V: Clone> Entries<K, V> {
+    /// These entries with `key` set to `value` (an existing entry keeps its key), and the value
+    /// replaced. Allocates only for a bucket of two entries or more.
+    fn inserted(&self, key: K, value: V) -> (Self, Option<V>) {
+        match self {
+            Entries::None => (Entries::One((key, value)), None),
+            Entries::One((k, v)) if *k == key => {
+                (Entries::One((k.clone(), value)), Some(v.clone()))
+            }
+            Entries::One(entry) => (Entries::Many(vec![entry.clone(), (key, value)]), None),
+            Entries::Many(entries) => {
+                let mut new = Vec::with_capacity(entries.len() + 1);
+                new.extend_from_slice(entries);
+                let old = match new.iter_mut().find(|(k, _)| *k == key) {
+                    Some(entry) => Some(std::mem::replace(&mut entry.1, value)),
+                    None => {
+                        new.push((key, value));
+                        None
+                    }
+                };
+                (Entries::Many(new), old)
+            }
+        }
+    }
+
+    /// These entries without `key`, and its value; `None` if `key` is absent.
+    fn removed<Q>(&self, key: &Q) -> Option<(Self, V)>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        match self {
+            Entries::One((k, v)) if k.borrow() == key => Some((Entries::None, v.clone())),
+            Entries::None | Entries::One(_) => None,
+            Entries::Many(entries) => {
+                let at = entries.iter().position(|(k, _)| k.borrow() == key)?;
+                let mut new = entries.clone();
+                let (_, old) = new.swap_remove(at);
+                Some((new.into(), old))
+            }
+        }
+    }
+}
+
 impl<K, V> From<Vec<(K, V)>> for Entries<K, V> {
     fn from(mut entries: Vec<(K, V)>) -> Self {
         match entries.len() {
@@ -352,18 +396,9 @@ where
     pub fn insert(&self, tx: &mut Transaction, key: K, value: V) -> StmResult<Option<V>> {
         let hash = self.hash(&key);
         let old = self.rewrite(tx, hash, |entries| {
-            let mut new = Vec::with_capacity(entries.len() + 1);
-            new.extend_from_slice(entries);
-            match new.iter_mut().find(|(k, _)| *k == key) {
-                Some(entry) => {
-                    let old = std::mem::replace(&mut entry.1, value);
-                    Some((new, 0, Some(old)))
-                }
-                None => {
-                    new.push((key, value));
-                    Some((new, 1, None))
-                }
-            }
+            let (new, old) = entries.inserted(key, value);
+            let delta = if old.is_some() { 0 } else { 1 };
+            Some((new, delta, old))
         })?;
         Ok(old.flatten())
     }
@@ -390,9 +425,7 @@ where
     {
         let hash = self.hash(key);
         self.rewrite(tx, hash, |entries| {
-            let at = entries.iter().position(|(k, _)| k.borrow() == key)?;
-            let mut new = entries.to_vec();
-            let (_, old) = new.swap_remove(at);
+            let (new, old) = entries.removed(key)?;
             Some((new, -1, old))
         })
     }
@@ -442,7 +475,7 @@ where
                 // Absent and staying absent: nothing to write.
                 (None, None) => return None,
             };
-            Some((new, delta, old))
+            Some((new.into(), delta, old))
         })?;
         Ok(old.flatten())
     }
@@ -455,14 +488,14 @@ where
         &self,
         tx: &mut Transaction,
         hash: u64,
-        edit: impl FnOnce(&[(K, V)]) -> Option<(Vec<(K, V)>, isize, R)>,
+        edit: impl FnOnce(&Entries<K, V>) -> Option<(Entries<K, V>, isize, R)>,
     ) -> StmResult<Option<R>> {
         let bucket = self.table(tx)?.bucket(hash);
         let Some((entries, delta, out)) = bucket.read_with(tx, |entries| edit(entries))? else {
             return Ok(None);
         };
         let bucket_len = entries.len();
-        bucket.write(tx, entries.into())?;
+        bucket.write(tx, entries)?;
         if delta != 0 {
             self.inner.len.add(tx, delta)?;
         }
