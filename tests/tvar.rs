@@ -251,3 +251,44 @@ fn a_retry_waits_on_what_a_reader_read() {
     flag.write_atomic(true);
     waiter.join().unwrap();
 }
+
+/// `read_then` lends the value along with the transaction: `f` may write the variable itself,
+/// and keeps seeing the value as it was read, whether it was the committed value (lent as is)
+/// or the transaction's own earlier write (lent as a copy, since a write replaces it in place).
+#[test]
+fn read_then_lends_the_value_as_it_was_read_across_writes() {
+    let v = TVar::new(vec![1_u64, 2]);
+    let other = TVar::new(0_usize);
+    atomically(|tx| {
+        v.read_then(tx, |before, tx| {
+            v.write(tx, vec![9])?;
+            v.write(tx, vec![8, 8, 8])?;
+            other.write(tx, before.len())?;
+            assert_eq!(before, &[1, 2], "the committed value, as read");
+            assert_eq!(v.read(tx)?, [8, 8, 8]);
+            Ok(())
+        })
+    });
+    assert_eq!(v.read_atomic(), [8, 8, 8]);
+    assert_eq!(other.read_atomic(), 2);
+    atomically(|tx| {
+        v.write(tx, vec![5; 4])?;
+        v.read_then(tx, |before, tx| {
+            v.write(tx, vec![6])?;
+            v.write(tx, vec![7; 3])?;
+            assert_eq!(before, &[5; 4], "the transaction's own write, as read");
+            Ok(())
+        })
+    });
+    assert_eq!(v.read_atomic(), [7; 3]);
+    // Inline values are lent as copies too.
+    let n = TVar::new(3_u64);
+    atomically(|tx| {
+        n.read_then(tx, |before, tx| {
+            n.write(tx, before + 1)?;
+            assert_eq!(*before, 3);
+            Ok(())
+        })
+    });
+    assert_eq!(n.read_atomic(), 4);
+}

@@ -5,8 +5,8 @@ use std::fmt;
 use crate::error::{StmError, StmResult};
 use crate::raw::clock;
 use crate::raw::tvar::TVarHandle;
-use crate::raw::tx::Reader;
 use crate::raw::tx::wake_after_store;
+use crate::raw::tx::{RawTx, Reader};
 use crate::transaction::{self, Transaction};
 
 /// A transactional variable: shared state that transactions read and write atomically.
@@ -192,6 +192,58 @@ impl<T: Send + Sync + 'static> TVar<T> {
         tx.raw
             .read_nested(&self.handle, f)
             .map_err(|_| crate::StmError::Conflict)?
+    }
+
+    /// Runs `f` on a reference to the value together with the transaction, so that `f` can go
+    /// on with it (read and write other variables, or this one) without cloning the value
+    /// first: for example, write through a `TVar` handle held inside the value without cloning
+    /// the handle. [`read_with`](Self::read_with) lends no transaction, and
+    /// [`read_through`](Self::read_through) lends one that can only read.
+    ///
+    /// `f` sees the value as it was when `read_then` read it, even if it then writes this
+    /// variable. If the transaction has already written or commuted this variable, the value
+    /// is cloned for `f`, since a later write in `f` could replace it in place.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read`](Self::read); and whatever `f` returns (propagate with `?`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// // The current slot of a log: append to it without cloning its handle.
+    /// let current = TVar::new(TVar::new(Vec::<u32>::new()));
+    /// atomically(|tx| current.read_then(tx, |slot, tx| slot.modify(tx, |mut v| { v.push(7); v })));
+    /// let slot = current.read_atomic();
+    /// assert_eq!(slot.read_atomic(), [7]);
+    /// ```
+    ///
+    /// The reference cannot outlive the call:
+    ///
+    /// ```compile_fail
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let v = TVar::new(String::from("x"));
+    /// let escaped: &String = atomically(|tx| v.read_then(tx, |s, _| Ok(s)));
+    /// ```
+    pub fn read_then<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T, &mut Transaction) -> StmResult<R>,
+    ) -> StmResult<R>
+    where
+        T: Clone,
+    {
+        match RawTx::lend(tx, |tx: &mut Transaction| &mut tx.raw, &self.handle, f) {
+            Ok(Ok(out)) => out,
+            Ok(Err(f)) => {
+                let value = self.read(tx)?;
+                f(&value, tx)
+            }
+            Err(_) => Err(crate::StmError::Conflict),
+        }
     }
 
     /// Sets the value; others see it when the transaction commits.

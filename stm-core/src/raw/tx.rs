@@ -558,6 +558,37 @@ impl RawTx {
         Ok(f(value, &mut Reader(self)))
     }
 
+    /// Runs `f` on the value of `tv` and the context `ctx` (which holds this transaction:
+    /// `raw(ctx)`), so that `f` can go on with the transaction (reads, writes, `tv` included)
+    /// while it holds the value: the pinned committed value, or an arena copy of an inline one,
+    /// both valid until the attempt ends whatever the attempt does meanwhile. If the
+    /// transaction has its own value for `tv` (written or commuted), a later write could
+    /// replace that value in place: then `f` is handed back (`Ok(Err(f))`) for the caller to
+    /// run on a copy.
+    pub(crate) fn lend<C, T, R, F>(
+        ctx: &mut C,
+        raw: impl Fn(&mut C) -> &mut RawTx,
+        tv: &TVarHandle<T>,
+        f: F,
+    ) -> Result<Result<R, F>, Conflict>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce(&T, &mut C) -> R,
+    {
+        let tx = raw(ctx);
+        if !tx.writes.is_empty() && tx.find(tv.raw().header()).is_some() {
+            return Ok(Err(f));
+        }
+        let ptr = tx.read_ptr(tv)?;
+        // SAFETY: with no entry of its own for `tv`, `read_ptr` returned the committed value,
+        // loaded while pinned (it stays allocated and unchanged until the attempt unpins), or a
+        // copy in the attempt's arena (cleared only when the attempt ends). Nothing `f` can do
+        // with the transaction ends the attempt (that happens after the user's closure
+        // returns), and the reference cannot escape `f` (its lifetime is `f`'s argument's).
+        let value = unsafe { &*ptr };
+        Ok(Ok(f(value, ctx)))
+    }
+
     /// A pointer to the value of `tv` as this transaction sees it, valid until the attempt ends
     /// unless the transaction writes `tv` again (callers lend only a `Reader` meanwhile): the
     /// pending value, the pinned committed value, or for an inline value a copy in the arena.
