@@ -55,22 +55,24 @@ pub(crate) fn push<T: Clone + Send + Sync + 'static>(
     back: &TVar<Cursor<T>>,
     value: T,
 ) -> StmResult<()> {
-    let end = back.read(tx)?;
-    let next = TVar::new(None);
-    end.slot.write(
-        tx,
-        Some(Cell {
-            value,
-            next: next.clone(),
-        }),
-    )?;
-    back.write(
-        tx,
-        Cursor {
-            seq: end.seq + 1,
-            slot: next,
-        },
-    )
+    // Borrow the cursor while writing through its slot's handle: no handle clone.
+    back.read_then(tx, |end, tx| {
+        let next = TVar::new(None);
+        end.slot.write(
+            tx,
+            Some(Cell {
+                value,
+                next: next.clone(),
+            }),
+        )?;
+        back.write(
+            tx,
+            Cursor {
+                seq: end.seq + 1,
+                slot: next,
+            },
+        )
+    })
 }
 
 /// What `f` makes of the next value after the consumer cursor `front`, without consuming it;
