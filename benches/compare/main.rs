@@ -224,12 +224,14 @@ impl Workload {
         }
     }
 
-    /// Operations per measurement: enough for ~1-10 ms per batch.
+    /// Operations per measurement: enough for ~1-10 ms per batch, and for the bank rows enough
+    /// (~5-15 ms per thread) that the workers' staggered wake-ups from the start barrier do not
+    /// count.
     fn ops(self) -> u64 {
         match self {
             Workload::Read1 | Workload::Rmw1 => 100_000,
             Workload::Read100 => 10_000,
-            Workload::Bank { .. } => 50_000,
+            Workload::Bank { .. } => 200_000,
         }
     }
 
