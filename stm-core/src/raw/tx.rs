@@ -351,6 +351,8 @@ pub(crate) struct RawTx {
     clock: &'static Clock,
     registry: &'static WaitRegistry,
     rv: u64,
+    /// `Word::readable_bound(rv)`, kept with `rv` for the read fast path.
+    rv_bound: u64,
     /// Whether reads are recorded in `reads`. An attempt that runs without (see
     /// [`begin_unlogged`](Self::begin_unlogged)) can only commit read-only.
     log_reads: bool,
@@ -395,6 +397,7 @@ impl RawTx {
             clock: clock::global(),
             registry: parking::global(),
             rv: 0,
+            rv_bound: 0,
             log_reads: true,
             needs_log: false,
             reads: Vec::new(),
@@ -450,6 +453,7 @@ impl RawTx {
         self.log_reads = log_reads;
         self.needs_log = false;
         self.rv = self.clock.now();
+        self.rv_bound = Word::readable_bound(self.rv);
     }
 
     /// Whether this attempt records its reads (see [`begin_unlogged`](Self::begin_unlogged)).
@@ -662,7 +666,7 @@ impl RawTx {
         }
         let lock = &raw.header().lock;
         let pre = lock.load();
-        if !pre.is_locked() && pre.version() <= self.rv {
+        if pre.readable_at(self.rv_bound) {
             let value = load(raw);
             // The whole word: a waiter flag set meanwhile sends us the slow way, which is
             // rare and still right.
@@ -851,6 +855,7 @@ impl RawTx {
         let now = self.clock.observe(seen);
         if self.validate(false) {
             self.rv = now;
+            self.rv_bound = Word::readable_bound(now);
             Ok(())
         } else {
             Err(Conflict)

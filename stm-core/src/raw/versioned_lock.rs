@@ -45,6 +45,22 @@ impl Word {
     pub(crate) fn version(self) -> u64 {
         self.0 >> VERSION_SHIFT
     }
+
+    /// The bound for [`readable_at`](Self::readable_at) of a snapshot at version `rv`.
+    #[inline]
+    pub(crate) fn readable_bound(rv: u64) -> u64 {
+        // Rotated, an unlocked word is `version << 2 | dead << 1 | waiter` with `dead == 0`
+        // (a dead word is locked), and a locked word has its top bit set.
+        (rv << (VERSION_SHIFT - 1)) | WAITER_BIT >> 1
+    }
+
+    /// Unlocked, and written at a version no newer than the snapshot whose
+    /// [`readable_bound`](Self::readable_bound) is `bound`: one comparison instead of a test of
+    /// the lock bit and a comparison of the version (versions stay below 2^60).
+    #[inline(always)]
+    pub(crate) fn readable_at(self, bound: u64) -> bool {
+        self.0.rotate_right(1) <= bound
+    }
 }
 
 /// Write lock, waiter flag and version of one `TVar`, packed in a word (TL2).
@@ -219,5 +235,30 @@ mod tests {
         // SAFETY: we hold the lock and `prev` is what try_lock returned.
         unsafe { lock.restore(prev) };
         assert_eq!(lock.load(), before);
+    }
+
+    /// The one-comparison check agrees with "unlocked, and no newer than the snapshot" on every
+    /// state a word can be in (a dead word is locked), small and huge versions alike.
+    #[test]
+    fn readable_at_is_unlocked_and_not_newer() {
+        let versions = [0, 1, 2, 3, 7, 1 << 40, (1 << 60) - 1];
+        for &version in &versions {
+            for flags in [
+                0,
+                WAITER_BIT,
+                LOCK_BIT,
+                LOCK_BIT | WAITER_BIT,
+                LOCK_BIT | DEAD_BIT,
+            ] {
+                let word = Word((version << VERSION_SHIFT) | flags);
+                for &rv in &versions {
+                    assert_eq!(
+                        word.readable_at(Word::readable_bound(rv)),
+                        !word.is_locked() && word.version() <= rv,
+                        "version {version}, flags {flags:#b}, rv {rv}"
+                    );
+                }
+            }
+        }
     }
 }
