@@ -185,6 +185,128 @@ pub(crate) unsafe fn free_value<T>(ptr: *mut T, pool: Option<&mut Pool>) {
     }
 }
 
+/// Sizes of the blocks cached for variables: what glibc's `malloc` hands out anyway for
+/// requests up to each (its chunks are 16-byte multiples with an 8-byte header), so a cached
+/// block takes no more memory than a variable allocated directly.
+const VAR_SIZES: [usize; 7] = [24, 40, 56, 72, 88, 104, 120];
+/// Free blocks a thread keeps per size for variables (more go back to the allocator).
+#[cfg(not(stm_loom))]
+const KEEP_VARS_PER_SIZE: usize = 1024;
+
+/// The block size index serving a variable of `layout`, if any.
+const fn var_class(layout: Layout) -> Option<usize> {
+    if layout.size() == 0 || layout.align() > BLOCK_ALIGN {
+        return None;
+    }
+    let mut class = 0;
+    while class < VAR_SIZES.len() {
+        if layout.size() <= VAR_SIZES[class] {
+            return Some(class);
+        }
+        class += 1;
+    }
+    None
+}
+
+const fn var_block_layout(class: usize) -> Layout {
+    match Layout::from_size_align(VAR_SIZES[class], BLOCK_ALIGN) {
+        Ok(layout) => layout,
+        Err(_) => panic!("block sizes are multiples of 8"),
+    }
+}
+
+/// Free blocks for variables, by [`VAR_SIZES`] index, owned by one thread.
+///
+/// # Invariants
+///
+/// Every pointer in `free[c]` is an unused block of `var_block_layout(c)` from the global
+/// allocator, owned by the cache alone.
+#[cfg(not(stm_loom))]
+struct VarBlocks {
+    free: [Vec<NonNull<u8>>; VAR_SIZES.len()],
+}
+
+#[cfg(not(stm_loom))]
+impl Drop for VarBlocks {
+    fn drop(&mut self) {
+        for (class, blocks) in self.free.iter_mut().enumerate() {
+            for block in blocks.drain(..) {
+                // SAFETY: cached blocks are unused blocks of this size (invariant).
+                unsafe { dealloc(block.as_ptr(), var_block_layout(class)) };
+            }
+        }
+    }
+}
+
+#[cfg(not(stm_loom))]
+thread_local! {
+    /// Blocks for variables (`TVarHandle::new`), refilled by the variables whose memory this
+    /// thread frees (their grace period passed in its recycler). Separate from the value
+    /// pools, which live in the thread's transaction and are out of reach while it runs.
+    static VAR_BLOCKS: std::cell::RefCell<VarBlocks> = const {
+        std::cell::RefCell::new(VarBlocks {
+            free: [const { Vec::new() }; VAR_SIZES.len()],
+        })
+    };
+}
+
+/// Memory for a variable of layout `layout`: a cached block of the calling thread if the
+/// layout fits one, else from the allocator. Free it with [`free_var`] and the same layout.
+/// Queues and trees create a variable per element, and `malloc` plus `free` were a fifth of a
+/// channel's put and take.
+pub(crate) fn alloc_var(layout: Layout) -> *mut u8 {
+    let layout = match var_class(layout) {
+        Some(class) => {
+            #[cfg(not(stm_loom))]
+            if let Ok(Some(block)) = VAR_BLOCKS.try_with(|c| c.borrow_mut().free[class].pop()) {
+                return block.as_ptr();
+            }
+            var_block_layout(class)
+        }
+        None => layout,
+    };
+    // SAFETY: a variable's layout has a non-zero size (a header at least).
+    let memory = unsafe { alloc(layout) };
+    if memory.is_null() {
+        handle_alloc_error(layout);
+    }
+    memory
+}
+
+/// Frees memory from [`alloc_var`], into the calling thread's cache if it has room.
+///
+/// # Safety
+///
+/// `memory` came from `alloc_var(layout)` with this `layout`, holds nothing that needs
+/// dropping, and is not used again.
+pub(crate) unsafe fn free_var(memory: *mut u8, layout: Layout) {
+    let Some(class) = var_class(layout) else {
+        // SAFETY: allocated with this layout (the caller's duty).
+        unsafe { dealloc(memory, layout) };
+        return;
+    };
+    #[cfg(not(stm_loom))]
+    {
+        let kept = NonNull::new(memory).is_some_and(|block| {
+            VAR_BLOCKS
+                .try_with(|c| {
+                    let mut cache = c.borrow_mut();
+                    let room = cache.free[class].len() < KEEP_VARS_PER_SIZE;
+                    if room {
+                        cache.free[class].push(block);
+                    }
+                    room
+                })
+                .unwrap_or(false)
+        });
+        if kept {
+            return;
+        }
+    }
+    // SAFETY: a block of this size from `alloc_var` (the caller's duty).
+    unsafe { dealloc(memory, var_block_layout(class)) };
+}
+
 impl Drop for Pool {
     fn drop(&mut self) {
         for (class, blocks) in self.free.iter_mut().enumerate() {

@@ -138,9 +138,9 @@ unsafe fn drop_boxed<T>(raw: &RawTVar<T>) {
 unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
     /// Frees a dead variable's memory; its value was dropped by `kill`.
     unsafe fn free_memory<T>(ptr: *mut (), _: Option<&mut Pool>) {
-        // SAFETY: allocated with `layout::<T>()` in `TVarHandle::new`; `RawTVar` owns nothing
-        // else at this point (its value was dropped by `kill`).
-        unsafe { std::alloc::dealloc(ptr.cast(), layout::<T>()) };
+        // SAFETY: allocated by `alloc_var(layout::<T>())` in `TVarHandle::new`; `RawTVar`
+        // owns nothing else at this point (its value was dropped by `kill`).
+        unsafe { alloc::free_var(ptr.cast(), layout::<T>()) };
     }
     // SAFETY: the memory stays allocated until the returned `Retired` is freed (the caller's
     // duty says the count is zero, so nobody else kills or frees it).
@@ -437,11 +437,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
     pub(crate) fn new(value: T) -> Self {
         let inline = alloc::is_inline::<T>();
         let layout = layout::<T>();
-        // SAFETY: the layout has a non-zero size (a header at least).
-        let memory = unsafe { std::alloc::alloc(layout) }.cast::<RawTVar<T>>();
-        if memory.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
+        let memory = alloc::alloc_var(layout).cast::<RawTVar<T>>();
         // SAFETY: fresh memory, sized and aligned for a `RawTVar<T>` (`layout` only adds
         // alignment), written once here and owned by the handle made below.
         unsafe {
