@@ -1,5 +1,7 @@
 //! The shelf: persistent objects by pid, loaded lazily, stored in serialization order.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -544,16 +546,7 @@ fn concurrent_transfers_conserve_the_total_live_and_after_reopening() {
     };
     assert_eq!(live.iter().sum::<i64>(), 1_000 * ACCOUNTS as i64);
     let shelf = Shelf::open(path(&dir)).unwrap();
-    let stored: Vec<i64> = (0..ACCOUNTS)
-        .map(|i| {
-            shelf
-                .fetch::<i64>(&format!("acct-{i}"))
-                .unwrap()
-                .read_atomic()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(stored, live);
+    assert_eq!(common::shelf_balances(&shelf, ACCOUNTS), live);
 }
 
 #[test]

@@ -139,15 +139,7 @@ fn killed_at_random_points_the_shelf_keeps_exactly_the_acknowledged_transactions
             ));
             continue;
         };
-        let balances = (0..THREADS * PER_THREAD)
-            .map(|i| {
-                shelf
-                    .fetch::<i64>(&format!("acct-{i}"))
-                    .unwrap()
-                    .read_atomic()
-                    .unwrap()
-            })
-            .collect::<Vec<i64>>();
+        let balances = common::shelf_balances(&shelf, THREADS * PER_THREAD);
         eprintln!("round {round}: acked {acked:?}, stored counts {counts:?}");
         for (t, acked) in acked.iter().enumerate() {
             if let Some(k) = *acked {

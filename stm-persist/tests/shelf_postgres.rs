@@ -5,6 +5,8 @@
 //! prints them). Without one, each test prints a notice and passes.
 #![cfg(feature = "postgres")]
 
+mod common;
+
 use std::time::SystemTime;
 
 use stm_persist::shelf::{Error, PVar, PgBackend, Shelf};
@@ -131,14 +133,5 @@ fn concurrent_transfers_conserve_the_total_in_the_database() {
     };
     assert_eq!(live.iter().sum::<i64>(), 100 * ACCOUNTS as i64);
     let shelf = Shelf::with_backend(PgBackend::connect(&url, &name).unwrap());
-    let stored: Vec<i64> = (0..ACCOUNTS)
-        .map(|i| {
-            shelf
-                .fetch::<i64>(&format!("acct-{i}"))
-                .unwrap()
-                .read_atomic()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(stored, live);
+    assert_eq!(common::shelf_balances(&shelf, ACCOUNTS), live);
 }

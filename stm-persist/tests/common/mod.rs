@@ -201,3 +201,17 @@ pub(crate) fn read_acks(out: impl std::io::Read, writers: usize) -> Vec<Option<u
     }
     acked
 }
+
+/// The stored balances of accounts `acct-0` .. `acct-{n-1}` on `shelf` (the shelf tests'
+/// transfers).
+pub(crate) fn shelf_balances(shelf: &stm_persist::shelf::Shelf, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            shelf
+                .fetch::<i64>(&format!("acct-{i}"))
+                .unwrap()
+                .read_atomic()
+                .unwrap()
+        })
+        .collect()
+}
