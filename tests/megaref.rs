@@ -126,7 +126,9 @@ proptest! {
 
     #[test]
     fn megaref_matches_a_btreemap_of_paths(
-        txs in prop::collection::vec((prop::collection::vec(op(), 1..8), any::<bool>()), 1..8),
+        // Up to 40 transactions: enough commits to stack the world's layers past a
+        // compaction, and to fold them both in a reader and in a compaction.
+        txs in prop::collection::vec((prop::collection::vec(op(), 1..8), any::<bool>()), 1..40),
     ) {
         let world: MegaRef<u8, i32> = MegaRef::with_guards(8);
         let mut model = Model::new();
@@ -150,6 +152,11 @@ proptest! {
                 model = scratch;
             }
             let snapshot = atomically(|tx| world.snapshot(tx));
+            // `get_in` first: it looks through the snapshot's layers; `iter` folds them.
+            for (p, v) in &model {
+                prop_assert_eq!(snapshot.get_in(p), Some(v));
+            }
+            prop_assert_eq!(snapshot.get_in(&[3]), None);
             let all: Vec<(Vec<u8>, i32)> = snapshot.iter().map(|(p, v)| (p, *v)).collect();
             let expected: Vec<(Vec<u8>, i32)> = model.iter().map(|(p, v)| (p.clone(), *v)).collect();
             prop_assert_eq!(all, expected);
@@ -315,11 +322,22 @@ fn moves_between_random_paths_conserve_the_total_in_every_snapshot() {
         let world = &world;
         s.spawn(move || {
             for _ in 0..200 {
-                let sum: i64 = atomically(|tx| {
+                let (looked_up, folded): (i64, i64) = atomically(|tx| {
                     let w = world.snapshot(tx)?;
-                    Ok(w.iter().map(|(_, v)| *v).sum())
+                    // Through the snapshot's layers first, then folded flat.
+                    let looked_up = (0..CELLS)
+                        .map(|c| w.get_in(&[c / 8, c % 8]).copied().unwrap_or(0))
+                        .sum();
+                    Ok((looked_up, w.iter().map(|(_, v)| *v).sum()))
                 });
-                assert_eq!(sum, total, "a snapshot saw money created or destroyed");
+                assert_eq!(
+                    looked_up, total,
+                    "a snapshot saw money created or destroyed"
+                );
+                assert_eq!(
+                    folded, total,
+                    "a folded snapshot saw money created or destroyed"
+                );
             }
         });
     });
@@ -328,6 +346,63 @@ fn moves_between_random_paths_conserve_the_total_in_every_snapshot() {
         .map(|(_, v)| *v)
         .sum();
     assert_eq!(sum, total);
+}
+
+/// Many small commits (the world's layers are compacted again and again) and one transaction
+/// of many writes (its own layers folded in its commit), against a model; snapshots taken
+/// along the way keep their values.
+#[test]
+fn snapshots_outlive_compactions_and_big_transactions() {
+    let world: MegaRef<u32, u64> = MegaRef::new();
+    let mut model: BTreeMap<Vec<u32>, u64> = BTreeMap::new();
+    let mut kept = Vec::new();
+    let mut seed = 0x2545_F491_u64;
+    for i in 0..3_000_u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let path = [(seed % 5) as u32, ((seed >> 8) % 7) as u32];
+        match seed % 10 {
+            0 => {
+                atomically(|tx| world.remove_subtree(tx, &path[..1]));
+                model.retain(|p, _| p[0] != path[0]);
+            }
+            1 => {
+                atomically(|tx| world.remove_in(tx, &path));
+                model.remove(&path[..]);
+            }
+            2 => {
+                atomically(|tx| world.commute_in(tx, &path, |v| Some(v.copied().unwrap_or(0) + 1)));
+                *model.entry(path.to_vec()).or_insert(0) += 1;
+            }
+            _ => {
+                atomically(|tx| world.set_in(tx, &path, i));
+                model.insert(path.to_vec(), i);
+            }
+        }
+        if i % 97 == 0 {
+            kept.push((atomically(|tx| world.snapshot(tx)), model.clone()));
+        }
+    }
+    atomically(|tx| {
+        for i in 0..1_000_u32 {
+            world.set_in(tx, &[9, i], u64::from(i))?;
+        }
+        Ok(())
+    });
+    for i in 0..1_000_u32 {
+        model.insert(vec![9, i], u64::from(i));
+    }
+    kept.push((atomically(|tx| world.snapshot(tx)), model));
+    for (snapshot, model) in &kept {
+        for (p, v) in model {
+            assert_eq!(snapshot.get_in(p), Some(v), "{p:?}");
+        }
+        let all: Vec<(Vec<u32>, u64)> = snapshot.iter().map(|(p, v)| (p, *v)).collect();
+        let want: Vec<(Vec<u32>, u64)> = model.iter().map(|(p, v)| (p.clone(), *v)).collect();
+        assert_eq!(all, want);
+        assert_eq!(snapshot.len(), model.len());
+    }
 }
 
 #[cfg(feature = "persist")]

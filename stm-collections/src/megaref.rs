@@ -2,10 +2,12 @@
 //! granularity (after Christophe Grand's megaref for Clojure).
 
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use imbl::OrdMap;
+use smallvec::SmallVec;
 use stm_core::{StmResult, TVar, Transaction};
 
 /// What a path update does to the subtree it reaches, in place (an empty node is pruned).
@@ -72,8 +74,66 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
     }
 }
 
+/// One change a committed transaction made to a world, kept as a layer over a flat base
+/// until a compaction folds it in.
+#[derive(Clone)]
+enum Change<K, V> {
+    /// The value at the path became this (`None`: removed).
+    Set(Path<K>, Option<V>),
+    /// The path and everything below it were removed.
+    Clear(Path<K>),
+}
+
+impl<K: Ord + Clone, V: Clone> Change<K, V> {
+    fn apply(&self, root: &mut Node<K, V>) {
+        match self {
+            Change::Set(path, value) => root.update(path, &mut |node: &mut Node<K, V>| {
+                let had = node.value.is_some();
+                node.value.clone_from(value);
+                node.len = node.len + usize::from(node.value.is_some()) - usize::from(had);
+            }),
+            Change::Clear(path) => root.update(path, &mut |node: &mut Node<K, V>| {
+                *node = Node::empty();
+            }),
+        }
+    }
+}
+
+/// A world as a stack of changes over a flat base. A commit pushes one layer (O(1), so that
+/// commits of unrelated paths hold the world's lock only briefly); a compaction, done outside
+/// the lock, folds the layers into a new base, many changes in one copy of the paths they share.
+struct Layer<K, V> {
+    /// The flat world under every change of this stack.
+    base: Option<Arc<Node<K, V>>>,
+    /// This layer's change, over `below`; `None` for the base layer.
+    change: Option<Change<K, V>>,
+    below: Option<Arc<Layer<K, V>>>,
+    /// Changes between this layer and the base, this one included.
+    depth: usize,
+    /// The world up to this layer, made flat on first need and kept.
+    flat: OnceLock<Option<Arc<Node<K, V>>>>,
+}
+
+impl<K, V> Drop for Layer<K, V> {
+    /// Unlinks the stack below one layer at a time: no recursion on a deep stack.
+    fn drop(&mut self) {
+        let mut below = self.below.take();
+        while let Some(layer) = below {
+            below = match Arc::try_unwrap(layer) {
+                Ok(mut layer) => layer.below.take(),
+                Err(_) => None,
+            };
+        }
+    }
+}
+
 /// An immutable value of a whole world (or of a subtree): cloning it is O(1), and it shares
 /// structure with the worlds it was made from.
+///
+/// A world taken by [`MegaRef::snapshot`] may still carry the last few changes as layers
+/// (at most a small constant number, see [`MegaRef`]); `get_in` looks through them, and the
+/// first `children`, `len`, `iter` or comparison folds them once, cached for the world's
+/// clones.
 ///
 /// # Examples
 ///
@@ -92,13 +152,13 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
 /// assert_eq!(snapshot.len(), 2);
 /// ```
 pub struct World<K, V> {
-    root: Option<Arc<Node<K, V>>>,
+    top: Arc<Layer<K, V>>,
 }
 
 impl<K, V> Clone for World<K, V> {
     fn clone(&self) -> Self {
         World {
-            root: self.root.clone(),
+            top: Arc::clone(&self.top),
         }
     }
 }
@@ -111,7 +171,7 @@ impl<K: Ord + Clone + fmt::Debug, V: Clone + fmt::Debug> fmt::Debug for World<K,
 
 impl<K: Ord + Clone, V: Clone> Default for World<K, V> {
     fn default() -> Self {
-        World { root: None }
+        World::flat(None)
     }
 }
 
@@ -122,17 +182,130 @@ impl<K: Ord + Clone, V: Clone + PartialEq> PartialEq for World<K, V> {
 }
 
 impl<K: Ord + Clone, V: Clone> World<K, V> {
-    fn node(&self, path: &[K]) -> Option<&Node<K, V>> {
-        self.root.as_deref()?.at(path)
+    /// A world with no layers over `base`.
+    fn flat(base: Option<Arc<Node<K, V>>>) -> Self {
+        World {
+            top: Arc::new(Layer {
+                base,
+                change: None,
+                below: None,
+                depth: 0,
+                flat: OnceLock::new(),
+            }),
+        }
     }
 
-    /// The value at `path`, if any.
+    /// The world folded flat (computed once per layer, then shared by its clones).
+    fn root(&self) -> Option<&Node<K, V>> {
+        let top = &*self.top;
+        if top.change.is_none() {
+            return top.base.as_deref();
+        }
+        top.flat.get_or_init(|| Self::fold(top)).as_deref()
+    }
+
+    /// Folds a stack of layers: its changes, oldest first, applied to one copy of the paths
+    /// they touch (`imbl` copies a shared map node once, then updates it in place).
+    fn fold(top: &Layer<K, V>) -> Option<Arc<Node<K, V>>> {
+        let mut changes = Vec::with_capacity(top.depth);
+        let mut layer = top;
+        let start = loop {
+            if let Some(change) = &layer.change {
+                if let Some(flat) = layer.flat.get() {
+                    break flat.as_deref();
+                }
+                changes.push(change);
+            }
+            match &layer.below {
+                Some(below) => layer = below,
+                None => break layer.base.as_deref(),
+            }
+        };
+        let mut root = start.cloned().unwrap_or_else(Node::empty);
+        for change in changes.into_iter().rev() {
+            change.apply(&mut root);
+        }
+        (root.len > 0).then(|| Arc::new(root))
+    }
+
+    /// The number of changes layered over the flat base.
+    fn depth(&self) -> usize {
+        self.top.depth
+    }
+
+    /// This world with `change` layered on top. O(1) (`LAYER_LIMIT` aside).
+    fn push(&self, change: &Change<K, V>) -> Self {
+        let top = &self.top;
+        let world = World {
+            top: Arc::new(Layer {
+                base: top.base.clone(),
+                change: Some(change.clone()),
+                below: Some(Arc::clone(top)),
+                depth: top.depth + 1,
+                flat: OnceLock::new(),
+            }),
+        };
+        if world.depth() > LAYER_LIMIT {
+            // Compactions were lost (their transactions aborted): fold here, in the commit.
+            return World::flat(Self::fold(&world.top));
+        }
+        world
+    }
+
+    /// This world with the layers up to `folded` (a layer of an earlier version of it)
+    /// replaced by `base`, their fold; unchanged when `folded` is no longer in its stack (an
+    /// other compaction came first).
+    fn rebase(&self, folded: &Arc<Layer<K, V>>, base: &Option<Arc<Node<K, V>>>) -> Self {
+        let mut above = Vec::new();
+        let mut layer = &self.top;
+        while !Arc::ptr_eq(layer, folded) {
+            match (&layer.change, &layer.below) {
+                (Some(change), Some(below)) => {
+                    above.push(change);
+                    layer = below;
+                }
+                _ => return self.clone(),
+            }
+        }
+        let mut world = World::flat(base.clone());
+        for change in above.into_iter().rev() {
+            world = world.push(change);
+        }
+        world
+    }
+
+    fn node(&self, path: &[K]) -> Option<&Node<K, V>> {
+        self.root()?.at(path)
+    }
+
+    /// The value at `path`, if any. Looks through the layers (newest first), without folding.
     ///
     /// # Examples
     ///
     /// See [`World`].
     pub fn get_in(&self, path: &[K]) -> Option<&V> {
-        self.node(path)?.value.as_ref()
+        let mut layer = &*self.top;
+        loop {
+            let Some(change) = &layer.change else {
+                return layer.base.as_deref()?.at(path)?.value.as_ref();
+            };
+            if let Some(flat) = layer.flat.get() {
+                return flat.as_deref()?.at(path)?.value.as_ref();
+            }
+            match change {
+                // The last keys first: paths of one depth mostly differ there, and
+                // comparing them is cheaper than comparing the slices.
+                Change::Set(p, value) if p.last() == path.last() && **p == *path => {
+                    return value.as_ref();
+                }
+                Change::Clear(p) if path.starts_with(p) => return None,
+                _ => {}
+            }
+            layer = layer
+                .below
+                .as_deref()
+                .expect("a change layer has one below");
+        }
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
@@ -146,13 +319,13 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
             .unwrap_or_default()
     }
 
-    /// The number of values in the world. O(1).
+    /// The number of values in the world. O(1) once the world is flat.
     ///
     /// # Examples
     ///
     /// See [`World`].
     pub fn len(&self) -> usize {
-        self.root.as_ref().map_or(0, |r| r.len)
+        self.root().map_or(0, |r| r.len)
     }
 
     /// Whether the world holds no value.
@@ -181,7 +354,7 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
     /// ```
     pub fn iter(&self) -> impl Iterator<Item = (Vec<K>, &V)> {
         let mut stack: Vec<(Vec<K>, &Node<K, V>)> = Vec::new();
-        if let Some(root) = self.root.as_deref() {
+        if let Some(root) = self.root() {
             stack.push((Vec::new(), root));
         }
         std::iter::from_fn(move || {
@@ -199,38 +372,14 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
         })
     }
 
-    /// The world below `path`, as a world of its own (paths relative to `path`). O(1).
+    /// The world below `path`, as a world of its own (paths relative to `path`). O(1) once
+    /// the world is flat.
     fn sub(&self, path: &[K]) -> World<K, V> {
         if path.is_empty() {
             return self.clone();
         }
         // A node's copy is O(1): its value, and its map (shared).
-        let root = self.node(path).map(|n| Arc::new(n.clone()));
-        World { root }
-    }
-
-    /// This world with `f` applied to the subtree at `path`, in place (see `Node::update`).
-    fn update(&self, path: &[K], mut f: impl FnMut(&mut Node<K, V>)) -> Self {
-        let mut root = match &self.root {
-            // The root is shared with `self`: copy the node (its map is shared below).
-            Some(root) => Node::clone(root),
-            None => Node::empty(),
-        };
-        root.update(path, &mut f);
-        World {
-            root: (root.len > 0).then(|| Arc::new(root)),
-        }
-    }
-
-    /// This world with the value at `path` replaced by `f(value)`.
-    fn alter(&self, path: &[K], f: impl FnOnce(Option<&V>) -> Option<V>) -> Self {
-        let mut f = Some(f);
-        self.update(path, |node| {
-            let f = f.take().expect("applied once");
-            let had = node.value.is_some();
-            node.value = f(node.value.as_ref());
-            node.len = node.len + usize::from(node.value.is_some()) - usize::from(had);
-        })
+        World::flat(self.node(path).map(|n| Arc::new(n.clone())))
     }
 }
 
@@ -259,19 +408,31 @@ where
 {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let pairs = Vec::<(Vec<K>, V)>::deserialize(deserializer)?;
-        Ok(pairs
-            .into_iter()
-            .fold(World::default(), |world, (path, value)| {
-                world.alter(&path, |_| Some(value))
-            }))
+        let mut root = Node::empty();
+        for (path, value) in pairs {
+            Change::Set(path.into_iter().collect(), Some(value)).apply(&mut root);
+        }
+        Ok(World::flat((root.len > 0).then(|| Arc::new(root))))
     }
 }
+
+/// A whole path, as a change keeps it (no allocation up to 4 keys).
+type Path<K> = SmallVec<[K; 4]>;
+
+/// The guard indexes of a path's prefixes (no allocation up to `LEVELS` levels).
+type Stripes = SmallVec<[usize; LEVELS + 1]>;
 
 /// The number of guard stripes a [`MegaRef::new`] has per path level, as megaref's default.
 const DEFAULT_STRIPES: usize = 32;
 /// Path levels with guards of their own; deeper levels share them again (level modulo this),
 /// so that a path's guards never collide with its own ancestors'.
 const LEVELS: usize = 8;
+/// A write that sees this many changes layered over the world's flat base starts a
+/// compaction (one at a time; see [`MegaRef::compact`]).
+const COMPACT_AT: usize = 32;
+/// More layers than this (compactions lost with their transactions) are folded in the
+/// commit that adds one.
+const LAYER_LIMIT: usize = 4 * COMPACT_AT;
 
 struct Shared<K, V> {
     world: TVar<World<K, V>>,
@@ -285,6 +446,10 @@ struct Shared<K, V> {
     subtree_guards: Box<[TVar<u64>]>,
     /// Deterministic (fixed keys): which paths share a stripe is the same in every run.
     hasher: BuildHasherDefault<DefaultHasher>,
+    /// Set while a transaction folds the world's layers, so that one thread does it; cleared
+    /// when that fold is installed. A second compaction starts anyway past `2 * COMPACT_AT`
+    /// layers (the first one's transaction may have aborted).
+    compacting: AtomicBool,
 }
 
 /// A whole world (a tree of maps addressed by paths `&[K]`, each node holding an optional
@@ -304,6 +469,15 @@ struct Shared<K, V> {
 /// that path and read by every operation below it. Its *subtree guard* is commuted by every
 /// write of the path or below it, and read by every operation on the path (except
 /// `commute_in`, which reads nothing there).
+///
+/// # Cost
+///
+/// A commit adds its change to the world as a layer, in O(1), so that writers of unrelated
+/// paths hold the world's lock only briefly. A writer that finds 32 layers folds them into a
+/// new flat world outside any lock (one copy of the paths they share), in its own
+/// transaction. `get_in` looks through the layers (at most 128), so it costs a walk of a few
+/// dozen layers plus the path's lookup; a [`World`]'s first `children`, `len` or `iter` folds
+/// its layers once.
 ///
 /// A child is listed by `children` while its subtree holds a value; removing the last value
 /// below a node removes the node. The empty path `&[]` is the root, which may hold a value too.
@@ -399,6 +573,7 @@ where
                 node_guards: (0..stripes * LEVELS).map(|_| TVar::new(0)).collect(),
                 subtree_guards: (0..stripes * LEVELS).map(|_| TVar::new(0)).collect(),
                 hasher: BuildHasherDefault::default(),
+                compacting: AtomicBool::new(false),
             }),
             prefix: Arc::from(Vec::new()),
         }
@@ -419,29 +594,27 @@ where
     pub fn subref(&self, path: &[K]) -> MegaRef<K, V> {
         MegaRef {
             shared: Arc::clone(&self.shared),
-            prefix: self.full(path).into(),
+            prefix: self.full(path).into_iter().collect(),
         }
     }
 
-    fn full(&self, path: &[K]) -> Vec<K> {
-        let mut full = Vec::with_capacity(self.prefix.len() + path.len());
-        full.extend_from_slice(&self.prefix);
-        full.extend_from_slice(path);
-        full
+    fn full(&self, path: &[K]) -> Path<K> {
+        self.prefix.iter().chain(path).cloned().collect()
     }
 
     /// The guard index of each prefix of `path`, the empty prefix first: its level's block of
     /// stripes, and a stripe in it by hash.
-    fn stripes(&self, path: &[K]) -> Vec<usize> {
+    fn stripes(&self, path: &[K]) -> Stripes {
         let stripes = self.shared.stripes;
         let index =
             |level: usize, hash: u64| (level % LEVELS) * stripes + (hash as usize) % stripes;
-        let mut hash = self.shared.hasher.hash_one(0_u8);
-        let mut out = Vec::with_capacity(path.len() + 1);
-        out.push(index(0, hash));
+        // One hasher over the whole path: the hash of each prefix, in one pass.
+        let mut hasher = self.shared.hasher.build_hasher();
+        let mut out = Stripes::new();
+        out.push(index(0, hasher.finish()));
         for (i, key) in path.iter().enumerate() {
-            hash = self.shared.hasher.hash_one((hash, key));
-            out.push(index(i + 1, hash));
+            key.hash(&mut hasher);
+            out.push(index(i + 1, hasher.finish()));
         }
         out
     }
@@ -449,12 +622,7 @@ where
     /// The guards of an operation on `path` (returns its guard indexes): reads the node guards
     /// of its ancestors (conflicts with writes of a prefix) and, unless it only commutes, its
     /// own subtree guard (conflicts with writes of the path or an extension).
-    fn guard_read(
-        &self,
-        tx: &mut Transaction,
-        path: &[K],
-        commuting: bool,
-    ) -> StmResult<Vec<usize>> {
+    fn guard_read(&self, tx: &mut Transaction, path: &[K], commuting: bool) -> StmResult<Stripes> {
         let stripes = self.stripes(path);
         let (own, ancestors) = stripes.split_last().expect("the root at least");
         for &s in ancestors {
@@ -487,6 +655,42 @@ where
     /// before it make the conflicts).
     fn world<R>(&self, tx: &mut Transaction, f: impl FnOnce(&World<K, V>) -> R) -> StmResult<R> {
         self.shared.world.read_with_unrecorded(tx, f)
+    }
+
+    /// Layers `change` on the world at commit (a commute: writers never conflict through the
+    /// world itself), then compacts if the world this transaction saw had `seen` layers or
+    /// more.
+    fn change(&self, tx: &mut Transaction, seen: usize, change: Change<K, V>) -> StmResult<()> {
+        self.shared.world.commute(tx, move |w| w.push(&change))?;
+        self.compact(tx, seen)
+    }
+
+    /// Folds the layers of the latest committed world into a new flat base, here, outside
+    /// the world's lock, and installs it at commit (a commute that keeps the layers committed
+    /// meanwhile). Does nothing below `COMPACT_AT` layers or while another transaction
+    /// compacts; if this transaction aborts, the next compaction past `2 * COMPACT_AT` layers
+    /// (or the commit past `LAYER_LIMIT`) takes over.
+    fn compact(&self, tx: &mut Transaction, seen: usize) -> StmResult<()> {
+        let shared = &self.shared;
+        if seen < COMPACT_AT
+            || (seen < 2 * COMPACT_AT && shared.compacting.swap(true, Ordering::Acquire))
+        {
+            return Ok(());
+        }
+        // The latest committed world: this transaction's own layers are not in its stack yet.
+        let latest = shared.world.read_atomic();
+        if latest.depth() < COMPACT_AT {
+            shared.compacting.store(false, Ordering::Release);
+            return Ok(());
+        }
+        latest.root(); // folds, and keeps the fold in the layer for readers that walk to it
+        let folded = Arc::clone(&latest.top);
+        let base = folded.flat.get().cloned().flatten();
+        let shared = Arc::clone(shared);
+        self.shared.world.commute(tx, move |w| {
+            shared.compacting.store(false, Ordering::Release);
+            w.rebase(&folded, &base)
+        })
     }
 
     /// The value at `path`.
@@ -545,10 +749,8 @@ where
     ) -> StmResult<()> {
         let full = self.full(path);
         self.guard_write(tx, &full, false)?;
-        let new = self.world(tx, |w| f(w.get_in(&full)))?;
-        self.shared
-            .world
-            .commute(tx, move |w| w.alter(&full, |_| new.clone()))
+        let (new, seen) = self.world(tx, |w| (f(w.get_in(&full)), w.depth()))?;
+        self.change(tx, seen, Change::Set(full, new))
     }
 
     /// Clojure's `commute-in`: at commit, `f` is applied to the value at `path` in the latest
@@ -577,7 +779,12 @@ where
     ) -> StmResult<()> {
         let full = self.full(path);
         self.guard_write(tx, &full, true)?;
-        self.shared.world.commute(tx, move |w| w.alter(&full, &f))
+        let seen = self.world(tx, World::depth)?;
+        self.shared.world.commute(tx, move |w| {
+            let new = f(w.get_in(&full));
+            w.push(&Change::Set(full.clone(), new))
+        })?;
+        self.compact(tx, seen)
     }
 
     /// Removes the value at `path` (its subtree stays) and returns it.
@@ -598,11 +805,9 @@ where
     pub fn remove_in(&self, tx: &mut Transaction, path: &[K]) -> StmResult<Option<V>> {
         let full = self.full(path);
         self.guard_write(tx, &full, false)?;
-        let old = self.world(tx, |w| w.get_in(&full).cloned())?;
+        let (old, seen) = self.world(tx, |w| (w.get_in(&full).cloned(), w.depth()))?;
         if old.is_some() {
-            self.shared
-                .world
-                .commute(tx, move |w| w.alter(&full, |_| None))?;
+            self.change(tx, seen, Change::Set(full, None))?;
         }
         Ok(old)
     }
@@ -625,9 +830,8 @@ where
     pub fn remove_subtree(&self, tx: &mut Transaction, path: &[K]) -> StmResult<()> {
         let full = self.full(path);
         self.guard_write(tx, &full, false)?;
-        self.shared
-            .world
-            .commute(tx, move |w| w.update(&full, |n| *n = Node::empty()))
+        let seen = self.world(tx, World::depth)?;
+        self.change(tx, seen, Change::Clear(full))
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
