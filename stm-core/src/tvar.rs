@@ -405,7 +405,7 @@ impl<T: Send + Sync + 'static> TVar<T> {
         f: impl Fn(&T) -> T + Send + Sync + 'static,
     ) -> StmResult<()> {
         tx.raw
-            .commute(&self.handle, Box::new(f))
+            .commute(&self.handle, f)
             .map_err(|_| StmError::Conflict)
     }
 

@@ -194,7 +194,7 @@ fn loom_a_commute_racing_a_write_loses_neither() {
         let x = TVarHandle::new(0_i64);
         let t = spawn_add_ten(x.clone());
         commit_loop(|tx| {
-            tx.commute(&x, Box::new(|v| v + 1)).unwrap();
+            tx.commute(&x, |v| v + 1).unwrap();
             Ok(())
         });
         t.join().unwrap();
@@ -211,7 +211,7 @@ fn loom_reading_a_commuted_variable_is_validated() {
         // Commute, then read what was commuted (the commute applied to the snapshot), and
         // record it: the read ties the transaction to that snapshot, so it is serializable.
         commit_loop(|tx| {
-            tx.commute(&x, Box::new(|v| v + 1)).unwrap();
+            tx.commute(&x, |v| v + 1).unwrap();
             let v = read(tx, &x)?;
             tx.write(&seen, v).unwrap();
             Ok(())

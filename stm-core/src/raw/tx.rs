@@ -4,8 +4,11 @@
 //! drives it: `begin`, then `read`/`write` (and nesting marks for `or_else`), then `commit`,
 //! `wait_for_change` or `reset`.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 
 use super::alloc::{self, Pool, Words};
 use super::clock::{self, Clock};
@@ -237,15 +240,46 @@ trait CommuteOp {
     /// a value of the variable's `T`.
     unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool);
 
-    fn as_any(&self) -> &dyn std::any::Any;
+    /// The `TypeId` of the variable's `T`.
+    fn value_type(&self) -> TypeId;
+
+    /// Writes `f(input)` to `output`.
+    ///
+    /// # Safety
+    ///
+    /// `input` points to a live value, and `output` to storage for one, of the type
+    /// `value_type` names.
+    unsafe fn call(&self, input: *const (), output: *mut ());
 }
 
-/// The function of a `commute` of a `TVar<T>`.
-struct TypedCommute<T> {
-    f: Box<dyn Fn(&T) -> T + Send + Sync>,
+/// `op`'s function applied to `value`. Panics if `op` is not a commute of a `T`.
+fn call_commute<T: 'static>(op: &dyn CommuteOp, value: &T) -> T {
+    assert!(
+        op.value_type() == TypeId::of::<T>(),
+        "a commute of a variable has the variable's type"
+    );
+    let mut out = MaybeUninit::<T>::uninit();
+    // SAFETY: `op` is a commute of a `T` (checked above), `value` is a live `T` and `out` is
+    // storage for one; `call` initializes `out` unless it panics, and then `out` is dropped
+    // uninitialized, which drops nothing.
+    unsafe {
+        op.call(std::ptr::from_ref(value).cast(), out.as_mut_ptr().cast());
+        out.assume_init()
+    }
 }
 
-impl<T: Send + Sync + 'static> CommuteOp for TypedCommute<T> {
+/// The function of a `commute` of a `TVar<T>`, in the same box as its entry: a closure that
+/// captures nothing makes no allocation.
+struct TypedCommute<T, F> {
+    f: F,
+    _value: PhantomData<fn(&T) -> T>,
+}
+
+impl<T, F> CommuteOp for TypedCommute<T, F>
+where
+    T: Send + Sync + 'static,
+    F: Fn(&T) -> T + Send + Sync + 'static,
+{
     unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool) {
         let inline = alloc::is_inline::<T>();
         let new = if first {
@@ -279,8 +313,13 @@ impl<T: Send + Sync + 'static> CommuteOp for TypedCommute<T> {
         }
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn value_type(&self) -> TypeId {
+        TypeId::of::<T>()
+    }
+
+    unsafe fn call(&self, input: *const (), output: *mut ()) {
+        // SAFETY: both point to `T`s, live and to be written (the caller's duty).
+        unsafe { output.cast::<T>().write((self.f)(&*input.cast::<T>())) }
     }
 }
 
@@ -778,11 +817,7 @@ impl RawTx {
                 .iter()
                 .filter(|c| c.header == header)
             {
-                let typed =
-                    c.op.as_any()
-                        .downcast_ref::<TypedCommute<T>>()
-                        .expect("a commute of a variable has the variable's type");
-                *value = (typed.f)(value);
+                *value = call_commute(&*c.op, value);
             }
             memo.upto = self.commutes.len();
         }
@@ -796,11 +831,7 @@ impl RawTx {
     fn fold_commutes<T: Send + Sync + 'static>(&self, header: *const Header, start: &T) -> T {
         let mut value: Option<T> = None;
         for c in self.commutes.iter().filter(|c| c.header == header) {
-            let typed =
-                c.op.as_any()
-                    .downcast_ref::<TypedCommute<T>>()
-                    .expect("a commute of a variable has the variable's type");
-            value = Some((typed.f)(value.as_ref().unwrap_or(start)));
+            value = Some(call_commute(&*c.op, value.as_ref().unwrap_or(start)));
         }
         value.expect("a placeholder has a commute")
     }
@@ -972,11 +1003,11 @@ impl RawTx {
     /// conflict on it. If the transaction already wrote `tv`, `f` applies to that value at once.
     ///
     /// Fails only in an unlogged attempt, as [`write`](Self::write) does.
-    pub(crate) fn commute<T: Send + Sync + 'static>(
-        &mut self,
-        tv: &TVarHandle<T>,
-        f: Box<dyn Fn(&T) -> T + Send + Sync>,
-    ) -> Result<(), Conflict> {
+    pub(crate) fn commute<T, F>(&mut self, tv: &TVarHandle<T>, f: F) -> Result<(), Conflict>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T) -> T + Send + Sync + 'static,
+    {
         if !self.log_reads {
             self.needs_log = true;
             return Err(Conflict);
@@ -1008,7 +1039,10 @@ impl RawTx {
         }
         self.commutes.push(Commute {
             header,
-            op: Box::new(TypedCommute { f }),
+            op: Box::new(TypedCommute {
+                f,
+                _value: PhantomData,
+            }),
         });
         Ok(())
     }
