@@ -4,12 +4,14 @@
 //!
 //! `cargo bench --bench compare` prints a Markdown table of median ns/op and the ratio to the
 //! Mutex baseline (and, for multi-thread bank rows, each system's throughput over its own
-//! 1-thread throughput), then a table for the containers (see `collections.rs`). Set
+//! 1-thread throughput), then the bank's scaling beside a lock per account, then a table for
+//! the containers (see `collections.rs`) and one for `MegaRef` (`megaref.rs`). Set
 //! `STMX_COMPARE_ROUNDS` to change the number of rounds (default 15), and
 //! `STMX_COMPARE_ONLY=collections` (or `core`, or `megaref`) to run one table.
 
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -185,6 +187,65 @@ impl Subject for Locked {
     }
 }
 
+/// A lock per variable, each on a cache line of its own, a transfer taking its two in index
+/// order (two-phase locking): the best a lock-based design does on transfers between random
+/// accounts, so its scaling is this machine's own ceiling for the bank rows.
+struct LockPerAccount {
+    one: Padded,
+    hundred: Vec<Padded>,
+    accounts: Vec<Padded>,
+}
+
+#[repr(align(64))]
+struct Padded(Mutex<u64>);
+
+impl LockPerAccount {
+    fn new(accounts: usize) -> Self {
+        Self {
+            one: Padded(Mutex::new(0)),
+            hundred: (0..100).map(|v| Padded(Mutex::new(v))).collect(),
+            accounts: (0..accounts).map(|_| Padded(Mutex::new(INITIAL))).collect(),
+        }
+    }
+}
+
+impl Subject for LockPerAccount {
+    fn name(&self) -> &'static str {
+        "lock per account"
+    }
+    fn read1(&self) -> u64 {
+        *self.one.0.lock()
+    }
+    fn rmw1(&self) {
+        let mut one = self.one.0.lock();
+        *one = one.wrapping_add(1);
+    }
+    fn read100(&self) -> u64 {
+        // Two-phase: every lock is held until the sum is complete.
+        let guards: Vec<_> = self.hundred.iter().map(|v| v.0.lock()).collect();
+        guards.iter().map(|g| **g).sum()
+    }
+    fn transfer(&self, from: usize, to: usize, amount: u64) {
+        if from == to {
+            return;
+        }
+        let (first, second) = (from.min(to), from.max(to));
+        let mut a = self.accounts[first].0.lock();
+        let mut b = self.accounts[second].0.lock();
+        let (f, t) = if from < to {
+            (&mut *a, &mut *b)
+        } else {
+            (&mut *b, &mut *a)
+        };
+        *f -= amount;
+        *t += amount;
+    }
+    fn bank_total(&self) -> u64 {
+        let guards: Vec<_> = self.accounts.iter().map(|v| v.0.lock()).collect();
+        guards.iter().map(|g| **g).sum()
+    }
+}
+
 fn subjects(accounts: usize) -> Vec<Arc<dyn Subject>> {
     vec![
         Arc::new(Locked {
@@ -269,14 +330,21 @@ fn run_threads(threads: usize, per_thread: u64, step: &(dyn Fn(u64) + Sync)) -> 
     // last step; the wall time is the first start to the last end. (Timing from the spawning
     // thread is wrong when it is descheduled after the start barrier: on 2 cores with 2 or more
     // workers it often is, and the workers then finish before its clock starts.)
-    let barrier = Barrier::new(threads);
+    let arrived = AtomicUsize::new(0);
     let spans: Vec<(Instant, Instant)> = thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let barrier = &barrier;
+                let arrived = &arrived;
                 s.spawn(move || {
                     let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t as u64 + 1);
-                    barrier.wait();
+                    // A spinning start, not a `Barrier`: a thread woken from the barrier's
+                    // futex started up to milliseconds late on this VM, so that two workers
+                    // often ran one after the other (measured: bank1024 on 2 threads at 0.52x
+                    // its 1-thread throughput with the barrier, 1.29x with this).
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    while arrived.load(Ordering::SeqCst) < threads {
+                        thread::yield_now();
+                    }
                     let start = Instant::now();
                     for _ in 0..per_thread {
                         seed ^= seed << 13;
@@ -333,6 +401,7 @@ fn main() {
     let only = std::env::var("STMX_COMPARE_ONLY").unwrap_or_default();
     if only.is_empty() || only == "core" {
         core_table(rounds);
+        lock_scaling_table(rounds);
     }
     if only.is_empty() || only == "collections" {
         collections::run(rounds);
@@ -431,6 +500,46 @@ fn core_table(rounds: usize) {
             w.label(),
             cells.join(" | "),
             best_other / medians[1]
+        );
+    }
+}
+
+/// The bank rows' scaling beside a lock per account (`LockPerAccount`): on a machine where
+/// cross-core cache misses bound two-phase locking, they bound stmx too.
+fn lock_scaling_table(rounds: usize) {
+    let accounts = 1024;
+    let subjects: [Arc<dyn Subject>; 2] = [
+        Arc::new(LockPerAccount::new(accounts)),
+        Arc::new(Stmx::new(accounts)),
+    ];
+    println!(
+        "\nbank{accounts} with a lock per account (own cache line, taken in index order) beside \
+         stmx: median ns per transfer, all threads counted, and throughput over own 1 thread\n"
+    );
+    println!("| threads | lock per account | stmx |");
+    println!("|---|---|---|");
+    let mut single = [0.0; 2];
+    for threads in [1, 2, 4] {
+        let w = Workload::Bank { accounts, threads };
+        for s in &subjects {
+            w.measure(s);
+        }
+        let mut samples = [Vec::with_capacity(rounds), Vec::with_capacity(rounds)];
+        for _ in 0..rounds {
+            for (i, s) in subjects.iter().enumerate() {
+                samples[i].push(w.measure(s));
+            }
+        }
+        let medians = samples.map(|mut s| median(&mut s));
+        if threads == 1 {
+            single = medians;
+        }
+        println!(
+            "| {threads} | {:.1} ({:.2}x) | {:.1} ({:.2}x) |",
+            medians[0],
+            single[0] / medians[0],
+            medians[1],
+            single[1] / medians[1]
         );
     }
 }

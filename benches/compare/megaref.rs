@@ -4,8 +4,7 @@
 //! reads every cell); then the cost of a whole-world snapshot at 4,096 and 1,000,000 cells.
 //! The last column is the target the issue sets.
 
-use std::sync::{Arc, Barrier};
-use std::thread;
+use std::sync::Arc;
 use std::time::Instant;
 
 use stmx::prelude::*;
@@ -65,34 +64,14 @@ impl World for PerCell {
 /// ns per update (both threads counted) and conflict restarts per commit.
 fn run(world: &Arc<dyn World>) -> (f64, f64) {
     let before = stmx::stats();
-    let start = Arc::new(Barrier::new(2));
-    let times: Vec<(Instant, Instant)> = (0..2_u64)
-        .map(|t| {
-            let (world, start) = (Arc::clone(world), Arc::clone(&start));
-            thread::spawn(move || {
-                let mut seed = 0x2545_F491_4F6C_DD1D_u64 ^ (t + 1);
-                start.wait();
-                let began = Instant::now();
-                for _ in 0..UPDATES_PER_THREAD {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    world.bump(
-                        (seed % u64::from(SIDE)) as u32,
-                        ((seed >> 16) % u64::from(SIDE)) as u32,
-                    );
-                }
-                (began, Instant::now())
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().unwrap())
-        .collect();
-    let first = times.iter().map(|t| t.0).min().unwrap();
-    let last = times.iter().map(|t| t.1).max().unwrap();
+    let elapsed = super::run_threads(2, UPDATES_PER_THREAD, &|seed| {
+        world.bump(
+            (seed % u64::from(SIDE)) as u32,
+            ((seed >> 16) % u64::from(SIDE)) as u32,
+        );
+    });
     let delta = stmx::stats() - before;
-    let ns = (last - first).as_nanos() as f64 / (2 * UPDATES_PER_THREAD) as f64;
+    let ns = elapsed.as_nanos() as f64 / (2 * UPDATES_PER_THREAD) as f64;
     (ns, delta.conflicts as f64 / delta.commits.max(1) as f64)
 }
 
