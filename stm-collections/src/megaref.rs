@@ -447,8 +447,10 @@ struct Shared<K, V> {
     /// Deterministic (fixed keys): which paths share a stripe is the same in every run.
     hasher: BuildHasherDefault<DefaultHasher>,
     /// Set while a transaction folds the world's layers, so that one thread does it; cleared
-    /// when that fold is installed. A second compaction starts anyway past `2 * COMPACT_AT`
-    /// layers (the first one's transaction may have aborted).
+    /// by the install (which also runs early when the same transaction reads the world again:
+    /// at worst a second compaction folds again). A compaction starts anyway past
+    /// `2 * COMPACT_AT` layers (the first one's transaction may have aborted). A hint only: no
+    /// correctness depends on it.
     compacting: AtomicBool,
 }
 

@@ -92,15 +92,16 @@ const BLOCK_ALIGN: usize = 16;
 /// Free blocks a pool keeps per class; more go back to the allocator.
 const KEEP_PER_CLASS: usize = 4096;
 
-/// The size class of `T`'s boxes, or `None` if they are plain `Box<T>`.
-const fn class_of<T>() -> Option<usize> {
-    let (size, align) = (size_of::<T>(), align_of::<T>());
+/// The index in `sizes` (ascending) of the smallest block that holds `size` bytes at
+/// `align`, or `None` if none does (a zero size, an alignment above [`BLOCK_ALIGN`], or too
+/// big). Shared by the value pools and the variables' block cache.
+const fn size_class(sizes: &[usize], size: usize, align: usize) -> Option<usize> {
     if size == 0 || align > BLOCK_ALIGN {
         return None;
     }
     let mut class = 0;
-    while class < CLASS_SIZES.len() {
-        if size <= CLASS_SIZES[class] {
+    while class < sizes.len() {
+        if size <= sizes[class] {
             return Some(class);
         }
         class += 1;
@@ -108,11 +109,21 @@ const fn class_of<T>() -> Option<usize> {
     None
 }
 
-const fn block_layout(class: usize) -> Layout {
-    match Layout::from_size_align(CLASS_SIZES[class], BLOCK_ALIGN) {
+/// The layout of a block of `sizes[class]` bytes.
+const fn sized_block(sizes: &[usize], class: usize) -> Layout {
+    match Layout::from_size_align(sizes[class], BLOCK_ALIGN) {
         Ok(layout) => layout,
-        Err(_) => panic!("block sizes are powers of two"),
+        Err(_) => panic!("block sizes are multiples of 8"),
     }
+}
+
+/// The size class of `T`'s boxes, or `None` if they are plain `Box<T>`.
+const fn class_of<T>() -> Option<usize> {
+    size_class(&CLASS_SIZES, size_of::<T>(), align_of::<T>())
+}
+
+const fn block_layout(class: usize) -> Layout {
+    sized_block(&CLASS_SIZES, class)
 }
 
 /// Free blocks, by size class, owned by one thread's transaction.
@@ -195,24 +206,11 @@ const KEEP_VARS_PER_SIZE: usize = 1024;
 
 /// The block size index serving a variable of `layout`, if any.
 const fn var_class(layout: Layout) -> Option<usize> {
-    if layout.size() == 0 || layout.align() > BLOCK_ALIGN {
-        return None;
-    }
-    let mut class = 0;
-    while class < VAR_SIZES.len() {
-        if layout.size() <= VAR_SIZES[class] {
-            return Some(class);
-        }
-        class += 1;
-    }
-    None
+    size_class(&VAR_SIZES, layout.size(), layout.align())
 }
 
 const fn var_block_layout(class: usize) -> Layout {
-    match Layout::from_size_align(VAR_SIZES[class], BLOCK_ALIGN) {
-        Ok(layout) => layout,
-        Err(_) => panic!("block sizes are multiples of 8"),
-    }
+    sized_block(&VAR_SIZES, class)
 }
 
 /// Free blocks for variables, by [`VAR_SIZES`] index, owned by one thread.
@@ -333,6 +331,18 @@ mod tests {
         #[repr(align(32))]
         struct Wide(#[allow(dead_code)] u8);
         assert_eq!(class_of::<Wide>(), None);
+    }
+
+    #[test]
+    fn variables_get_the_smallest_block_that_fits() {
+        let layout = |size, align| Layout::from_size_align(size, align).unwrap();
+        assert_eq!(var_class(layout(24, 8)), Some(0));
+        assert_eq!(var_class(layout(25, 8)), Some(1));
+        assert_eq!(var_class(layout(120, 16)), Some(6));
+        assert_eq!(var_class(layout(121, 8)), None);
+        // Small plain values get a cache line of their own: the allocator serves those.
+        assert_eq!(var_class(layout(64, 64)), None);
+        assert_eq!(var_block_layout(1), layout(40, 16));
     }
 
     #[test]
