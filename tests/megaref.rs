@@ -243,6 +243,31 @@ fn snapshots_and_children_conflict_with_writes_below_them_only() {
         || atomically(|tx| world.remove_subtree(tx, &["a", "x"])),
     );
     assert_eq!(n, 2, "children of [a] and a child removed");
+    // The root's own operations conflict with a write anywhere (through the world itself).
+    let n = attempts(
+        |tx| {
+            world.snapshot(tx)?;
+            world.set_in(tx, &["c"], 2)
+        },
+        || atomically(|tx| world.set_in(tx, &["b", "x", "deep"], 3)),
+    );
+    assert_eq!(n, 2, "a whole-world snapshot and a write deep below it");
+    let n = attempts(
+        |tx| {
+            world.children(tx, &[])?;
+            world.set_in(tx, &["c"], 3)
+        },
+        || atomically(|tx| world.remove_subtree(tx, &["b"])),
+    );
+    assert_eq!(n, 2, "children of the root and a child removed");
+    let n = attempts(
+        |tx| {
+            world.get_in(tx, &[])?;
+            world.set_in(tx, &["c"], 4)
+        },
+        || atomically(|tx| world.commute_in(tx, &["a", "x"], |v| v.map(|v| v + 1))),
+    );
+    assert_eq!(n, 2, "the root's value and a commute below it");
     // A read-only transaction never conflicts.
     let n = attempts(
         |tx| world.snapshot(tx).map(drop),
