@@ -32,7 +32,8 @@
 extern crate self as stmx;
 
 pub use stm_collections::{
-    MegaRef, TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet, TStack, World,
+    DefaultHashBuilder, MegaRef, TArray, TCell, TChannel, TFifo, THashMap, TMap, TPort, TSem, TSet,
+    TStack, World,
 };
 pub use stm_core::*;
 

@@ -63,7 +63,7 @@ pub use tarray::TArray;
 pub use tcell::TCell;
 pub use tchannel::{TChannel, TPort};
 pub use tfifo::TFifo;
-pub use thash_map::THashMap;
+pub use thash_map::{DefaultHashBuilder, THashMap};
 pub use tmap::TMap;
 pub use tsem::TSem;
 pub use tset::TSet;

@@ -1,7 +1,6 @@
 //! `THashMap`: a transactional hash map (STMX's `THASH-TABLE`).
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, OnceLock};
@@ -17,6 +16,19 @@ const GENERATIONS: usize = 48;
 /// An insert that leaves its bucket this long checks the load factor (and so reads every
 /// stripe of the length). With a good hash, short buckets are the rule until the table is full.
 const CHECK_LOAD_AT: usize = 3;
+
+/// The hasher of a [`THashMap`] built without one: foldhash's, seeded at random for each map
+/// (see [`THashMap`], *Hashing*).
+///
+/// # Examples
+///
+/// ```
+/// use stm_collections::{DefaultHashBuilder, THashMap};
+///
+/// let map: THashMap<u64, u64, DefaultHashBuilder> = THashMap::new();
+/// # drop(map);
+/// ```
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
 
 /// A transactional hash map. STMX's `THASH-TABLE`.
 ///
@@ -34,6 +46,14 @@ const CHECK_LOAD_AT: usize = 3;
 /// - The table is found through a generation number that only a resize writes. A resize (the
 ///   table doubles when it holds more entries than buckets) reads and rewrites every bucket,
 ///   so it conflicts with everything, once per doubling.
+///
+/// # Hashing
+///
+/// Keys are hashed with [`DefaultHashBuilder`] (foldhash, the default hash of `hashbrown`),
+/// seeded at random for each map: several times cheaper than `std`'s SipHash on short keys.
+/// Its resistance to hash flooding rests on the seed staying secret and is weaker than
+/// SipHash's; for keys an adversary chooses, build the map with
+/// `std::collections::hash_map::RandomState` through [`with_hasher`](Self::with_hasher).
 ///
 /// Keys and values are cloned out on reads (`get` returns a clone) and a bucket's entries are
 /// cloned when it is written; wrap large values in `Arc`. Cloning the map gives a second handle
@@ -57,7 +77,7 @@ const CHECK_LOAD_AT: usize = 3;
 /// assert_eq!(atomically(|tx| to.get(tx, "apple")), Some(3));
 /// assert!(atomically(|tx| from.is_empty(tx)));
 /// ```
-pub struct THashMap<K, V, S = RandomState> {
+pub struct THashMap<K, V, S = DefaultHashBuilder> {
     inner: Arc<Inner<K, V, S>>,
 }
 
@@ -228,7 +248,7 @@ where
     /// ```
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self::with_capacity_and_hasher(capacity, RandomState::new())
+        Self::with_capacity_and_hasher(capacity, DefaultHashBuilder::default())
     }
 }
 
