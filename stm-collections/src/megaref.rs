@@ -2,7 +2,7 @@
 //! granularity (after Christophe Grand's megaref for Clojure).
 
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -445,7 +445,7 @@ struct Shared<K, V> {
     /// read by every operation on that path except a `commute_in`.
     subtree_guards: Box<[TVar<u64>]>,
     /// Deterministic (fixed keys): which paths share a stripe is the same in every run.
-    hasher: BuildHasherDefault<DefaultHasher>,
+    hasher: foldhash::fast::FixedState,
     /// Set while a transaction folds the world's layers, so that one thread does it; cleared
     /// by the install (which also runs early when the same transaction reads the world again:
     /// at worst a second compaction folds again). A compaction starts anyway past
@@ -574,7 +574,7 @@ where
                 stripes,
                 node_guards: (0..stripes * LEVELS).map(|_| TVar::new(0)).collect(),
                 subtree_guards: (0..stripes * LEVELS).map(|_| TVar::new(0)).collect(),
-                hasher: BuildHasherDefault::default(),
+                hasher: foldhash::fast::FixedState::default(),
                 compacting: AtomicBool::new(false),
             }),
             prefix: Arc::from(Vec::new()),
@@ -601,7 +601,12 @@ where
     }
 
     fn full(&self, path: &[K]) -> Path<K> {
-        self.prefix.iter().chain(path).cloned().collect()
+        // Pushed one by one: `SmallVec`'s `collect` (its `extend`) costs more for a few keys.
+        let mut full = Path::with_capacity(self.prefix.len() + path.len());
+        for key in self.prefix.iter().chain(path) {
+            full.push(key.clone());
+        }
+        full
     }
 
     /// The guard index of each prefix of `path`, the empty prefix first: its level's block of
