@@ -110,6 +110,12 @@ struct Layer<K, V> {
     below: Option<Arc<Layer<K, V>>>,
     /// Changes between this layer and the base, this one included.
     depth: usize,
+    /// The hash of this layer's path (`MegaRef`'s stripe hash of the whole path).
+    hash: u64,
+    /// One bit per path hash (`Filter::bit`) for every change from this layer down to the
+    /// base, all bits after a `Clear`: a path whose bit is clear was changed by no layer, so
+    /// its value is the base's.
+    filter: Filter,
     /// The world up to this layer, made flat on first need and kept.
     flat: OnceLock<Option<Arc<Node<K, V>>>>,
 }
@@ -190,6 +196,8 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
                 change: None,
                 below: None,
                 depth: 0,
+                hash: 0,
+                filter: Filter::EMPTY,
                 flat: OnceLock::new(),
             }),
         }
@@ -233,15 +241,22 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
         self.top.depth
     }
 
-    /// This world with `change` layered on top. O(1) (`LAYER_LIMIT` aside).
-    fn push(&self, change: &Change<K, V>) -> Self {
+    /// This world with `change` (of a path whose stripe hash is `hash`) layered on top. O(1)
+    /// (`LAYER_LIMIT` aside).
+    fn push(&self, change: &Change<K, V>, hash: u64) -> Self {
         let top = &self.top;
+        let filter = match change {
+            Change::Set(..) => top.filter.with(hash),
+            Change::Clear(_) => Filter::FULL,
+        };
         let world = World {
             top: Arc::new(Layer {
                 base: top.base.clone(),
                 change: Some(change.clone()),
                 below: Some(Arc::clone(top)),
                 depth: top.depth + 1,
+                hash,
+                filter,
                 flat: OnceLock::new(),
             }),
         };
@@ -261,15 +276,15 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
         while !Arc::ptr_eq(layer, folded) {
             match (&layer.change, &layer.below) {
                 (Some(change), Some(below)) => {
-                    above.push(change);
+                    above.push((change, layer.hash));
                     layer = below;
                 }
                 _ => return self.clone(),
             }
         }
         let mut world = World::flat(base.clone());
-        for change in above.into_iter().rev() {
-            world = world.push(change);
+        for (change, hash) in above.into_iter().rev() {
+            world = world.push(change, hash);
         }
         world
     }
@@ -306,6 +321,16 @@ impl<K: Ord + Clone, V: Clone> World<K, V> {
                 .as_deref()
                 .expect("a change layer has one below");
         }
+    }
+
+    /// [`get_in`](Self::get_in) of a path whose stripe hash is `hash`: straight to the base
+    /// when no layer changed a path with that hash's bit.
+    fn get_in_hashed(&self, path: &[K], hash: u64) -> Option<&V> {
+        let top = &*self.top;
+        if top.filter.may_hold(hash) {
+            return self.get_in(path);
+        }
+        top.base.as_deref()?.at(path)?.value.as_ref()
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
@@ -416,6 +441,33 @@ where
     }
 }
 
+/// A set of path hashes with false positives (a 256-bit Bloom filter with one hash): which
+/// paths the layers of a world may have changed.
+#[derive(Clone, Copy)]
+struct Filter([u64; 4]);
+
+impl Filter {
+    const EMPTY: Filter = Filter([0; 4]);
+    const FULL: Filter = Filter([u64::MAX; 4]);
+
+    /// The word and bit of `hash`: its top 8 bits (stripes use the low ones).
+    fn bit(hash: u64) -> (usize, u64) {
+        let i = (hash >> 56) as usize;
+        (i / 64, 1 << (i % 64))
+    }
+
+    fn with(mut self, hash: u64) -> Filter {
+        let (word, bit) = Self::bit(hash);
+        self.0[word] |= bit;
+        self
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        let (word, bit) = Self::bit(hash);
+        self.0[word] & bit != 0
+    }
+}
+
 /// A whole path, as a change keeps it (no allocation up to 4 keys).
 type Path<K> = SmallVec<[K; 4]>;
 
@@ -477,9 +529,10 @@ struct Shared<K, V> {
 /// A commit adds its change to the world as a layer, in O(1), so that writers of unrelated
 /// paths hold the world's lock only briefly. A writer that finds 32 layers folds them into a
 /// new flat world outside any lock (one copy of the paths they share), in its own
-/// transaction. `get_in` looks through the layers (at most 128), so it costs a walk of a few
-/// dozen layers plus the path's lookup; a [`World`]'s first `children`, `len` or `iter` folds
-/// its layers once.
+/// transaction. Each layer carries a 256-bit filter of the paths changed from it down to the
+/// base, so the transaction's `get_in` goes straight to the base unless a layer may hold the
+/// path; then it walks the layers (at most 128), newest first. A [`World`]'s first
+/// `children`, `len` or `iter` folds its layers once.
 ///
 /// A child is listed by `children` while its subtree holds a value; removing the last value
 /// below a node removes the node. The empty path `&[]` is the root, which may hold a value too.
@@ -609,28 +662,36 @@ where
         full
     }
 
-    /// The guard index of each prefix of `path`, the empty prefix first: its level's block of
-    /// stripes, and a stripe in it by hash.
-    fn stripes(&self, path: &[K]) -> Stripes {
+    /// The guard index of each prefix of `path`, the empty prefix first (its level's block of
+    /// stripes, and a stripe in it by hash), and the hash of the whole path (for the layers'
+    /// filters).
+    fn stripes(&self, path: &[K]) -> (Stripes, u64) {
         let stripes = self.shared.stripes;
         let index =
             |level: usize, hash: u64| (level % LEVELS) * stripes + (hash as usize) % stripes;
         // One hasher over the whole path: the hash of each prefix, in one pass.
         let mut hasher = self.shared.hasher.build_hasher();
         let mut out = Stripes::new();
-        out.push(index(0, hasher.finish()));
+        let mut hash = hasher.finish();
+        out.push(index(0, hash));
         for (i, key) in path.iter().enumerate() {
             key.hash(&mut hasher);
-            out.push(index(i + 1, hasher.finish()));
+            hash = hasher.finish();
+            out.push(index(i + 1, hash));
         }
-        out
+        (out, hash)
     }
 
-    /// The guards of an operation on `path` (returns its guard indexes): reads the node guards
-    /// of its ancestors (conflicts with writes of a prefix) and, unless it only commutes, its
-    /// own subtree guard (conflicts with writes of the path or an extension).
-    fn guard_read(&self, tx: &mut Transaction, path: &[K], commuting: bool) -> StmResult<Stripes> {
-        let stripes = self.stripes(path);
+    /// The guards of an operation on `path` (returns its guard indexes and its hash): reads
+    /// the node guards of its ancestors (conflicts with writes of a prefix) and, unless it only
+    /// commutes, its own subtree guard (conflicts with writes of the path or an extension).
+    fn guard_read(
+        &self,
+        tx: &mut Transaction,
+        path: &[K],
+        commuting: bool,
+    ) -> StmResult<(Stripes, u64)> {
+        let (stripes, hash) = self.stripes(path);
         let (own, ancestors) = stripes.split_last().expect("the root at least");
         for &s in ancestors {
             self.shared.node_guards[s].read(tx)?;
@@ -638,14 +699,14 @@ where
         if !commuting {
             self.shared.subtree_guards[*own].read(tx)?;
         }
-        Ok(stripes)
+        Ok((stripes, hash))
     }
 
     /// The guards of a write of `path`: those of [`guard_read`](Self::guard_read), then a
     /// write of its own node guard (a commute for `commute_in`), and a commute of the subtree
-    /// guard of every prefix.
-    fn guard_write(&self, tx: &mut Transaction, path: &[K], commuting: bool) -> StmResult<()> {
-        let stripes = self.guard_read(tx, path, commuting)?;
+    /// guard of every prefix. Returns the path's hash.
+    fn guard_write(&self, tx: &mut Transaction, path: &[K], commuting: bool) -> StmResult<u64> {
+        let (stripes, hash) = self.guard_read(tx, path, commuting)?;
         let own = &self.shared.node_guards[*stripes.last().expect("the root at least")];
         if commuting {
             own.commute(tx, |n| n.wrapping_add(1))?;
@@ -655,7 +716,7 @@ where
         for &s in &stripes {
             self.shared.subtree_guards[s].commute(tx, |n| n.wrapping_add(1))?;
         }
-        Ok(())
+        Ok(hash)
     }
 
     /// The world as this transaction sees it, without recording the read (the guards read
@@ -667,8 +728,16 @@ where
     /// Layers `change` on the world at commit (a commute: writers never conflict through the
     /// world itself), then compacts if the world this transaction saw had `seen` layers or
     /// more.
-    fn change(&self, tx: &mut Transaction, seen: usize, change: Change<K, V>) -> StmResult<()> {
-        self.shared.world.commute(tx, move |w| w.push(&change))?;
+    fn change(
+        &self,
+        tx: &mut Transaction,
+        seen: usize,
+        change: Change<K, V>,
+        hash: u64,
+    ) -> StmResult<()> {
+        self.shared
+            .world
+            .commute(tx, move |w| w.push(&change, hash))?;
         self.compact(tx, seen)
     }
 
@@ -717,8 +786,8 @@ where
     /// ```
     pub fn get_in(&self, tx: &mut Transaction, path: &[K]) -> StmResult<Option<V>> {
         let path = self.full(path);
-        self.guard_read(tx, &path, false)?;
-        self.world(tx, |w| w.get_in(&path).cloned())
+        let (_, hash) = self.guard_read(tx, &path, false)?;
+        self.world(tx, |w| w.get_in_hashed(&path, hash).cloned())
     }
 
     /// Sets the value at `path`.
@@ -755,9 +824,9 @@ where
         f: impl FnOnce(Option<&V>) -> Option<V>,
     ) -> StmResult<()> {
         let full = self.full(path);
-        self.guard_write(tx, &full, false)?;
-        let (new, seen) = self.world(tx, |w| (f(w.get_in(&full)), w.depth()))?;
-        self.change(tx, seen, Change::Set(full, new))
+        let hash = self.guard_write(tx, &full, false)?;
+        let (new, seen) = self.world(tx, |w| (f(w.get_in_hashed(&full, hash)), w.depth()))?;
+        self.change(tx, seen, Change::Set(full, new), hash)
     }
 
     /// Clojure's `commute-in`: at commit, `f` is applied to the value at `path` in the latest
@@ -785,11 +854,11 @@ where
         f: impl Fn(Option<&V>) -> Option<V> + Send + Sync + 'static,
     ) -> StmResult<()> {
         let full = self.full(path);
-        self.guard_write(tx, &full, true)?;
+        let hash = self.guard_write(tx, &full, true)?;
         let seen = self.world(tx, World::depth)?;
         self.shared.world.commute(tx, move |w| {
-            let new = f(w.get_in(&full));
-            w.push(&Change::Set(full.clone(), new))
+            let new = f(w.get_in_hashed(&full, hash));
+            w.push(&Change::Set(full.clone(), new), hash)
         })?;
         self.compact(tx, seen)
     }
@@ -811,10 +880,10 @@ where
     /// ```
     pub fn remove_in(&self, tx: &mut Transaction, path: &[K]) -> StmResult<Option<V>> {
         let full = self.full(path);
-        self.guard_write(tx, &full, false)?;
-        let (old, seen) = self.world(tx, |w| (w.get_in(&full).cloned(), w.depth()))?;
+        let hash = self.guard_write(tx, &full, false)?;
+        let (old, seen) = self.world(tx, |w| (w.get_in_hashed(&full, hash).cloned(), w.depth()))?;
         if old.is_some() {
-            self.change(tx, seen, Change::Set(full, None))?;
+            self.change(tx, seen, Change::Set(full, None), hash)?;
         }
         Ok(old)
     }
@@ -836,9 +905,9 @@ where
     /// ```
     pub fn remove_subtree(&self, tx: &mut Transaction, path: &[K]) -> StmResult<()> {
         let full = self.full(path);
-        self.guard_write(tx, &full, false)?;
+        let hash = self.guard_write(tx, &full, false)?;
         let seen = self.world(tx, World::depth)?;
-        self.change(tx, seen, Change::Clear(full))
+        self.change(tx, seen, Change::Clear(full), hash)
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
