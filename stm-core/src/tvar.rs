@@ -617,6 +617,7 @@ impl<'a> Reader<'a> {
     /// let len = atomically(|tx| outer.read_through(tx, |inner, r| Ok(r.read_ref(inner)?.len())));
     /// assert_eq!(len, 4);
     /// ```
+    #[inline]
     pub fn read_ref<T>(&mut self, tv: &'a TVar<T>) -> StmResult<&'a T>
     where
         T: Send + Sync + 'static,

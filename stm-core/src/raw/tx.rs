@@ -81,7 +81,7 @@ impl<'a> Reader<'a> {
     where
         T: Send + Sync + 'static,
     {
-        let ptr = self.0.read_ptr(tv)?;
+        let ptr = self.0.read_ptr_inlined(tv)?;
         // SAFETY: `read_ptr` returns the pending value, the pinned committed value or a copy in
         // the attempt's arena; each stays allocated and unmodified until the attempt ends, which
         // cannot happen while this `Reader` borrows the transaction (`'a`). The handle `tv` is
@@ -659,6 +659,21 @@ impl RawTx {
         // returns), and the reference cannot escape `f` (its lifetime is `f`'s argument's).
         let value = unsafe { &*ptr };
         Ok(Ok(f(value, ctx)))
+    }
+
+    /// [`read_ptr`](Self::read_ptr) with its most common case inlined into the caller: a boxed
+    /// value read by an unlogged attempt (a read-only walk down a tree). Inlining all of
+    /// `read_ptr` measured 1,052 -> 710 instructions per `TMap` lookup but moved the code of
+    /// plain reads (read100 58 -> 104 ns); this keeps the first without the second.
+    #[inline(always)]
+    fn read_ptr_inlined<T>(&mut self, tv: &TVarHandle<T>) -> Result<*const T, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        if !self.log_reads && !alloc::is_inline::<T>() {
+            return Ok(self.read_committed_as::<T, _, false>(tv.raw(), RawTVar::load_value)?);
+        }
+        self.read_ptr(tv)
     }
 
     /// A pointer to the value of `tv` as this transaction sees it, valid until the attempt ends
