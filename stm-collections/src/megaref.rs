@@ -124,11 +124,10 @@ impl<K, V> Drop for Layer<K, V> {
     /// Unlinks the stack below one layer at a time: no recursion on a deep stack.
     fn drop(&mut self) {
         let mut below = self.below.take();
-        while let Some(layer) = below {
-            below = match Arc::try_unwrap(layer) {
-                Ok(mut layer) => layer.below.take(),
-                Err(_) => None,
-            };
+        // `into_inner`, not `try_unwrap`: of two threads letting go of a layer at once,
+        // exactly one gets it, so neither drops it recursively.
+        while let Some(mut layer) = below.and_then(Arc::into_inner) {
+            below = layer.below.take();
         }
     }
 }
@@ -514,8 +513,9 @@ struct Shared<K, V> {
 ///
 /// Two transactions conflict only when one writes a path that the other reads or writes, or a
 /// prefix or extension of it (plus false conflicts when guard stripes collide: about 1 in
-/// `stripes` per path level, since each level has its own stripes). `snapshot` conflicts with a write anywhere below what it covers,
-/// and `children` with any write below its node. A read-only transaction never conflicts.
+/// `stripes` per path level, since each level has its own stripes). `snapshot` conflicts
+/// with a write anywhere below what it covers, and `children` with any write below its node.
+/// A read-only transaction never conflicts.
 ///
 /// How: the world is one [`TVar`] that writers [`commute`](TVar::commute) (so writers never
 /// conflict through it) and that reads do not record. Conflicts come from two sets of guard
@@ -748,8 +748,12 @@ where
     /// (or the commit past `LAYER_LIMIT`) takes over.
     fn compact(&self, tx: &mut Transaction, seen: usize) -> StmResult<()> {
         let shared = &self.shared;
+        // Loaded before the swap: while a compaction runs, every writer passes here, and a
+        // swap would write the flag's line from every core.
         if seen < COMPACT_AT
-            || (seen < 2 * COMPACT_AT && shared.compacting.swap(true, Ordering::Acquire))
+            || (seen < 2 * COMPACT_AT
+                && (shared.compacting.load(Ordering::Relaxed)
+                    || shared.compacting.swap(true, Ordering::Acquire)))
         {
             return Ok(());
         }

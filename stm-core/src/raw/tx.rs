@@ -82,10 +82,11 @@ impl<'a> Reader<'a> {
         T: Send + Sync + 'static,
     {
         let ptr = self.0.read_ptr_inlined(tv)?;
-        // SAFETY: `read_ptr` returns the pending value, the pinned committed value or a copy in
-        // the attempt's arena; each stays allocated and unmodified until the attempt ends, which
-        // cannot happen while this `Reader` borrows the transaction (`'a`). The handle `tv` is
-        // borrowed for `'a` too, so the variable cannot die (which would drop its value) first.
+        // SAFETY: `read_ptr_inlined` (as `read_ptr`) returns the pending value, the pinned
+        // committed value or a copy in the attempt's arena; each stays allocated and unmodified
+        // until the attempt ends, which cannot happen while this `Reader` borrows the
+        // transaction (`'a`). The handle `tv` is borrowed for `'a` too, so the variable cannot
+        // die (which would drop its value) first.
         Ok(unsafe { &*ptr })
     }
 }
