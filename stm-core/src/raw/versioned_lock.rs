@@ -61,6 +61,13 @@ impl Word {
     pub(crate) fn readable_at(self, bound: u64) -> bool {
         self.0.rotate_right(1) <= bound
     }
+
+    /// [`readable_at`](Self::readable_at) against `limit`, one above the bound (or `0`, which no
+    /// word is below: a limit that sends every read the long way).
+    #[inline(always)]
+    pub(crate) fn readable_below(self, limit: u64) -> bool {
+        self.0.rotate_right(1) < limit
+    }
 }
 
 /// Write lock, waiter flag and version of one `TVar`, packed in a word (TL2).
@@ -237,8 +244,9 @@ mod tests {
         assert_eq!(lock.load(), before);
     }
 
-    /// The one-comparison check agrees with "unlocked, and no newer than the snapshot" on every
-    /// state a word can be in (a dead word is locked), small and huge versions alike.
+    /// The one-comparison checks agree with "unlocked, and no newer than the snapshot" on every
+    /// state a word can be in (a dead word is locked), small and huge versions alike, and no
+    /// word is readable below a limit of `0`.
     #[test]
     fn readable_at_is_unlocked_and_not_newer() {
         let versions = [0, 1, 2, 3, 7, 1 << 40, (1 << 60) - 1];
@@ -252,12 +260,16 @@ mod tests {
             ] {
                 let word = Word((version << VERSION_SHIFT) | flags);
                 for &rv in &versions {
-                    assert_eq!(
-                        word.readable_at(Word::readable_bound(rv)),
-                        !word.is_locked() && word.version() <= rv,
-                        "version {version}, flags {flags:#b}, rv {rv}"
-                    );
+                    let expected = !word.is_locked() && word.version() <= rv;
+                    let bound = Word::readable_bound(rv);
+                    let context = format!("version {version}, flags {flags:#b}, rv {rv}");
+                    assert_eq!(word.readable_at(bound), expected, "{context}");
+                    assert_eq!(word.readable_below(bound + 1), expected, "{context}");
                 }
+                assert!(
+                    !word.readable_below(0),
+                    "version {version}, flags {flags:#b}"
+                );
             }
         }
     }
