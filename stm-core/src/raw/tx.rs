@@ -148,8 +148,14 @@ impl Drop for Arena {
     }
 }
 
-/// How many times a reader spins on a locked variable before giving up on this attempt.
+/// How many times a reader spins on a locked variable before it starts yielding.
 const READ_SPINS: u32 = 128;
+/// How many times a reader then yields to the holder before giving up on this attempt. A
+/// commit holds its locks for a short, bounded time, unless its thread is preempted or its
+/// allocator blocks. Measured on two threads updating random cells of a `MegaRef` (whose
+/// world every commit locks): giving up after the spins alone restarted 0.45-0.64% of the
+/// updates; with these yields, under 0.001%.
+const READ_YIELDS: u32 = 64;
 /// How many times a committer spins on a taken lock before abandoning the commit.
 const LOCK_SPINS: u32 = 64;
 /// How many times in all a commit tries a commute's lock (spinning, then yielding) before it
@@ -906,10 +912,14 @@ impl RawTx {
             let pre = lock.load();
             if pre.is_locked() {
                 spins += 1;
-                if spins > READ_SPINS {
+                if spins > READ_SPINS + READ_YIELDS {
                     return Err(Conflict);
                 }
-                spin_loop();
+                if spins > READ_SPINS {
+                    yield_now();
+                } else {
+                    spin_loop();
+                }
                 continue;
             }
             if pre.version() > self.rv {
