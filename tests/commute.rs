@@ -152,6 +152,107 @@ fn a_panicking_commute_at_commit_commits_nothing() {
     assert_eq!(v.read_atomic(), 2, "the variable stays usable");
 }
 
+/// A checked commute that refuses at commit makes the commit a conflict: nothing of the
+/// attempt is published, and the next attempt, over the new value, commits.
+#[test]
+fn a_checked_commute_that_refuses_at_commit_is_a_conflict() {
+    let (v, other) = (TVar::new(0_u32), TVar::new(0_u32));
+    let n = attempts(
+        |tx| {
+            other.modify(tx, |x| x + 1)?;
+            let seen = v.read_committed_with_unrecorded(tx, |&x| x)?;
+            v.commute_checked(tx, move |base, current| {
+                (*base == seen).then(|| current + 1)
+            })
+        },
+        || atomically(|tx| v.write(tx, 10)),
+    );
+    assert_eq!(n, 2, "the refusal restarts the transaction");
+    // One increment of `other`: the refused attempt published nothing.
+    assert_eq!((v.read_atomic(), other.read_atomic()), (11, 1));
+}
+
+/// A later read of a variable folds its checked commutes over the snapshot's value: if that
+/// moved past what the commute accepts, the read is a conflict.
+#[test]
+fn a_checked_commute_refusing_at_a_later_read_is_a_conflict() {
+    let v = TVar::new(0_u32);
+    let mut first = true;
+    let mut reads = Vec::new();
+    let result = atomically(|tx| {
+        let seen = v.read_committed_with_unrecorded(tx, |&x| x)?;
+        v.commute_checked(tx, move |base, current| {
+            (*base == seen).then(|| current + 1)
+        })?;
+        if std::mem::take(&mut first) {
+            std::thread::scope(|s| {
+                s.spawn(|| atomically(|tx| v.write(tx, 10)));
+            });
+        }
+        let now = v.read(tx)?; // meets the newer version: the snapshot moves, the check fails
+        reads.push(now);
+        Ok(now)
+    });
+    assert_eq!(result, 11);
+    assert_eq!(reads, [11], "the first attempt's read conflicted");
+}
+
+/// A read for opacity only does not make the commit conflict, but the attempt's snapshot never
+/// moves past a change of it, and `retry` waits on it.
+#[test]
+fn reads_for_opacity_only_are_checked_when_the_snapshot_moves_not_at_commit() {
+    let (guard, other, out) = (TVar::new(0_u32), TVar::new(0_u32), TVar::new(0_u32));
+    let n = attempts(
+        |tx| {
+            guard.read_with_opacity_only(tx, |_| ())?;
+            out.write(tx, 1)
+        },
+        || atomically(|tx| guard.write(tx, 1)),
+    );
+    assert_eq!(n, 1, "a later commit to the variable is not a conflict");
+
+    let mut first = true;
+    let mut seen = Vec::new();
+    atomically(|tx| {
+        let g = guard.read_with_opacity_only(tx, |&g| g)?;
+        if std::mem::take(&mut first) {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    atomically(|tx| {
+                        guard.modify(tx, |g| g + 1)?;
+                        other.modify(tx, |o| o + 1)
+                    })
+                });
+            });
+        }
+        let o = other.read(tx)?; // newer than the snapshot: it moves only if `guard` did not
+        seen.push((g, o));
+        out.write(tx, 2)
+    });
+    assert_eq!(
+        seen,
+        [(2, 1)],
+        "the attempt never saw the old guard with the new other"
+    );
+
+    let waiter = std::thread::spawn({
+        let guard = guard.clone();
+        move || {
+            atomically(|tx| {
+                if guard.read_with_opacity_only(tx, |&g| g)? < 5 {
+                    return retry();
+                }
+                Ok(())
+            })
+        }
+    });
+    while stmx::waiting() == 0 {
+        std::thread::yield_now();
+    }
+    atomically(|tx| guard.write(tx, 5));
+    waiter.join().unwrap();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Commute(usize, i64),

@@ -409,6 +409,114 @@ impl<T: Send + Sync + 'static> TVar<T> {
             .map_err(|_| StmError::Conflict)
     }
 
+    /// A [`commute`](Self::commute) that may refuse: at commit, `f(base, current)` gets the
+    /// variable's latest committed value (`base`) and its value so far (`current`: `base`, or
+    /// what this transaction's earlier commutes of it made) and returns the new value, or
+    /// `None` to make the commit fail with a conflict (nothing is published; the transaction
+    /// runs again). A read of the variable later in the same transaction applies it over the
+    /// snapshot's value, and a refusal there is a conflict too. If the transaction already
+    /// wrote the variable, `f` applies at once to that value, over the snapshot's value, whose
+    /// read is then recorded.
+    ///
+    /// A building block for containers that decide at commit, from what was committed since
+    /// their snapshot, whether their change still commutes (`MegaRef` checks that no commit
+    /// since its snapshot changed a related path). `f` must be pure and short, as for
+    /// `commute`.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`write`](Self::write).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// // Append to a log only if nobody appended since this transaction's snapshot.
+    /// let log = TVar::new(vec![1]);
+    /// let seen = atomically(|tx| log.read_with(tx, Vec::len));
+    /// atomically(|tx| {
+    ///     log.commute_checked(tx, move |base, current| {
+    ///         (base.len() == seen).then(|| [current.as_slice(), &[2]].concat())
+    ///     })
+    /// });
+    /// assert_eq!(log.read_atomic(), [1, 2]);
+    /// ```
+    #[doc(hidden)]
+    pub fn commute_checked(
+        &self,
+        tx: &mut Transaction,
+        f: impl Fn(&T, &T) -> Option<T> + Send + Sync + 'static,
+    ) -> StmResult<()> {
+        tx.raw
+            .commute_checked(&self.handle, f)
+            .map_err(|_| StmError::Conflict)
+    }
+
+    /// Applies `f` to the value as [`read_with`](Self::read_with) does, recording the read for
+    /// opacity only: the transaction never sees a state in which the variable has changed
+    /// since (its snapshot moves only while the variable keeps the version read), and a
+    /// [`retry`](crate::retry) waits on it, but the commit does not validate it, so a commit to
+    /// the variable after the read does not make the transaction conflict.
+    ///
+    /// A building block for containers that check at commit by other means what this read
+    /// decided (`MegaRef`'s writers, with [`commute_checked`](Self::commute_checked)). Used for
+    /// a value that decides anything by itself, it gives up serializability.
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let guard = TVar::new(0_u64);
+    /// assert_eq!(atomically(|tx| guard.read_with_opacity_only(tx, |&g| g)), 0);
+    /// ```
+    #[doc(hidden)]
+    pub fn read_with_opacity_only<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<R> {
+        tx.raw
+            .read_opacity_only(&self.handle, f)
+            .map_err(|_| StmError::Conflict)
+    }
+
+    /// Applies `f` to the variable's committed value in the transaction's snapshot, ignoring
+    /// what the transaction wrote or commuted, *without recording the read* (see
+    /// [`read_with_unrecorded`](Self::read_with_unrecorded)).
+    ///
+    /// # Errors
+    ///
+    /// `Err(StmError::Conflict)` as [`read`](Self::read).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stm_core::{TVar, atomically};
+    ///
+    /// let count = TVar::new(1);
+    /// let before = atomically(|tx| {
+    ///     count.commute(tx, |n| n + 1)?;
+    ///     count.read_committed_with_unrecorded(tx, |&n| n)
+    /// });
+    /// assert_eq!((before, count.read_atomic()), (1, 2));
+    /// ```
+    #[doc(hidden)]
+    pub fn read_committed_with_unrecorded<R>(
+        &self,
+        tx: &mut Transaction,
+        f: impl FnOnce(&T) -> R,
+    ) -> StmResult<R> {
+        tx.raw
+            .read_committed_unrecorded(&self.handle, f)
+            .map_err(|_| StmError::Conflict)
+    }
+
     /// Applies `f` to the value as the transaction sees it (its own write, its commutes applied
     /// to the snapshot, or the snapshot) *without recording the read*: no later commit to
     /// this variable makes the transaction conflict. The value is still consistent with the

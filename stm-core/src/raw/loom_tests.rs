@@ -223,6 +223,39 @@ fn loom_reading_a_commuted_variable_is_validated() {
     });
 }
 
+/// A checked commute that accepts only the committed value its transaction saw: racing a
+/// write, it either commits before the write or refuses at commit (releasing its locks, so
+/// that the writer goes on) and commits on the next attempt. No interleaving loses either, and
+/// some do refuse (counted across the model's executions).
+#[test]
+fn loom_a_checked_commute_refuses_a_write_since_its_snapshot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static REFUSALS: AtomicUsize = AtomicUsize::new(0);
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let t = spawn_add_ten(x.clone());
+        commit_loop(|tx| {
+            let seen = tx.read_committed_unrecorded(&x, |v| *v)?;
+            thread::yield_now(); // a point where the write may come in between
+            tx.commute_checked(&x, move |base, current| {
+                if *base != seen {
+                    REFUSALS.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                Some(current + 1)
+            })
+            .unwrap();
+            Ok(())
+        });
+        t.join().unwrap();
+        assert_eq!(x.load_with(|v| *v), 11, "a lost update");
+    });
+    assert!(
+        REFUSALS.load(Ordering::Relaxed) > 0,
+        "no interleaving refused"
+    );
+}
+
 /// A task's waker that unparks the (loom) thread polling the task.
 struct UnparkWaker(loom::thread::Thread);
 

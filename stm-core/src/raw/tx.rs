@@ -235,43 +235,54 @@ impl std::fmt::Debug for Commute {
     }
 }
 
-/// A commute's function, with its value type erased for the commit.
+/// A commute's function, with its value type erased for the commit. The function sees the
+/// variable's committed value (`base`) and the value so far (`current`: `base` for the
+/// variable's first commute, else the result of the one before) and returns the new value, or
+/// `None` to refuse: the transaction then conflicts ([`RawTx::commute_checked`]). A plain
+/// `commute` ignores `base` and never refuses.
 trait CommuteOp {
-    /// Sets `entry`'s value to `f(current)`: `current` is the variable's committed value if
-    /// `first`, else the entry's value (an earlier commute's result).
+    /// Sets `entry`'s value to `f(base, current)`, with `base` the variable's committed value
+    /// and `current` that value if `first`, else the entry's value (an earlier commute's
+    /// result). Returns `false`, leaving the entry as it was, if `f` refuses.
     ///
     /// # Safety
     ///
-    /// `entry` is the write entry of this commute's variable. If `first`, the entry holds no
-    /// value, and the caller holds the variable's lock and is pinned; otherwise the entry holds
-    /// a value of the variable's `T`.
-    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool);
+    /// `entry` is the write entry of this commute's variable, whose lock the caller holds while
+    /// pinned. If `first`, the entry holds no value; otherwise it holds a value of the
+    /// variable's `T`.
+    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool) -> bool;
 
     /// The `TypeId` of the variable's `T`.
     fn value_type(&self) -> TypeId;
 
-    /// Writes `f(input)` to `output`.
+    /// Writes `f(base, input)` to `output` and returns `true`, or returns `false` (writing
+    /// nothing) if `f` refuses.
     ///
     /// # Safety
     ///
-    /// `input` points to a live value, and `output` to storage for one, of the type
+    /// `base` and `input` point to live values, and `output` to storage for one, of the type
     /// `value_type` names.
-    unsafe fn call(&self, input: *const (), output: *mut ());
+    unsafe fn call(&self, base: *const (), input: *const (), output: *mut ()) -> bool;
 }
 
-/// `op`'s function applied to `value`. Panics if `op` is not a commute of a `T`.
-fn call_commute<T: 'static>(op: &dyn CommuteOp, value: &T) -> T {
+/// `op`'s function applied to `value`, over the committed value `base`; `None` if it
+/// refuses. Panics if `op` is not a commute of a `T`.
+fn call_commute<T: 'static>(op: &dyn CommuteOp, base: &T, value: &T) -> Option<T> {
     assert!(
         op.value_type() == TypeId::of::<T>(),
         "a commute of a variable has the variable's type"
     );
     let mut out = MaybeUninit::<T>::uninit();
-    // SAFETY: `op` is a commute of a `T` (checked above), `value` is a live `T` and `out` is
-    // storage for one; `call` initializes `out` unless it panics, and then `out` is dropped
-    // uninitialized, which drops nothing.
+    // SAFETY: `op` is a commute of a `T` (checked above), `base` and `value` are live `T`s and
+    // `out` is storage for one; `call` initializes `out` when it returns `true`. If it refuses
+    // or panics, `out` is dropped uninitialized, which drops nothing.
     unsafe {
-        op.call(std::ptr::from_ref(value).cast(), out.as_mut_ptr().cast());
-        out.assume_init()
+        op.call(
+            std::ptr::from_ref(base).cast(),
+            std::ptr::from_ref(value).cast(),
+            out.as_mut_ptr().cast(),
+        )
+        .then(|| out.assume_init())
     }
 }
 
@@ -279,35 +290,42 @@ fn call_commute<T: 'static>(op: &dyn CommuteOp, value: &T) -> T {
 /// captures nothing makes no allocation.
 struct TypedCommute<T, F> {
     f: F,
-    _value: PhantomData<fn(&T) -> T>,
+    _value: PhantomData<fn(&T, &T) -> Option<T>>,
 }
 
 impl<T, F> CommuteOp for TypedCommute<T, F>
 where
     T: Send + Sync + 'static,
-    F: Fn(&T) -> T + Send + Sync + 'static,
+    F: Fn(&T, &T) -> Option<T> + Send + Sync + 'static,
 {
-    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool) {
+    unsafe fn apply(&self, entry: &mut WriteEntry, first: bool, pool: &mut Pool) -> bool {
         let inline = alloc::is_inline::<T>();
-        let new = if first {
-            // SAFETY: `Header` is the first field of the `#[repr(C)]` `RawTVar<T>`, and the
-            // entry is this commute's variable, a `RawTVar<T>`.
-            let raw = unsafe { &*entry.header.cast::<RawTVar<T>>() };
-            if inline {
-                // SAFETY: we hold the lock (the caller's duty): the words are the committed
-                // value, whole, of an inline `T`.
-                (self.f)(&unsafe { alloc::from_words::<T>(raw.load_words()) })
+        // SAFETY: `Header` is the first field of the `#[repr(C)]` `RawTVar<T>`, and the entry
+        // is this commute's variable, a `RawTVar<T>`.
+        let raw = unsafe { &*entry.header.cast::<RawTVar<T>>() };
+        let new = if inline {
+            // SAFETY: we hold the lock (the caller's duty): the words are the committed value,
+            // whole, of an inline `T`.
+            let base = unsafe { alloc::from_words::<T>(raw.load_words()) };
+            if first {
+                (self.f)(&base, &base)
             } else {
-                // SAFETY: we hold the lock and are pinned (the caller's duty): the committed
-                // box is live and unchanged (invariant on `RawTVar`).
-                (self.f)(unsafe { &*raw.load_value() })
+                // SAFETY: the entry holds an inline `T`'s words (the caller's duty).
+                (self.f)(&base, &unsafe { alloc::from_words::<T>(entry.words) })
             }
-        } else if inline {
-            // SAFETY: the entry holds an inline `T`'s words (the caller's duty).
-            (self.f)(&unsafe { alloc::from_words::<T>(entry.words) })
         } else {
-            // SAFETY: the entry holds a box of this `T` (the caller's duty), which it owns.
-            (self.f)(unsafe { &*entry.pending.cast::<T>() })
+            // SAFETY: we hold the lock and are pinned (the caller's duty): the committed box is
+            // live and unchanged (invariant on `RawTVar`).
+            let base = unsafe { &*raw.load_value() };
+            if first {
+                (self.f)(base, base)
+            } else {
+                // SAFETY: the entry holds a box of this `T` (the caller's duty), which it owns.
+                (self.f)(base, unsafe { &*entry.pending.cast::<T>() })
+            }
+        };
+        let Some(new) = new else {
+            return false;
         };
         if inline {
             // SAFETY: `T` is inline.
@@ -318,15 +336,22 @@ where
             // SAFETY: the entry owns this `T`'s box; assigning drops the old value in place.
             unsafe { *entry.pending.cast::<T>() = new };
         }
+        true
     }
 
     fn value_type(&self) -> TypeId {
         TypeId::of::<T>()
     }
 
-    unsafe fn call(&self, input: *const (), output: *mut ()) {
-        // SAFETY: both point to `T`s, live and to be written (the caller's duty).
-        unsafe { output.cast::<T>().write((self.f)(&*input.cast::<T>())) }
+    unsafe fn call(&self, base: *const (), input: *const (), output: *mut ()) -> bool {
+        // SAFETY: all three point to `T`s, live or to be written (the caller's duty).
+        let new = unsafe { (self.f)(&*base.cast::<T>(), &*input.cast::<T>()) };
+        let Some(new) = new else {
+            return false;
+        };
+        // SAFETY: as above.
+        unsafe { output.cast::<T>().write(new) };
+        true
     }
 }
 
@@ -373,10 +398,11 @@ fn cold_path_hint() {}
 ///
 /// # Invariants
 ///
-/// - `guard` is `Some` whenever `reads`, `writes` or `undo` is non-empty. Every `header` in them
-///   was recorded from a live `TVarHandle` while that guard was pinned, and variables are freed
-///   through the epoch (see `RawTVar`), so the pointers stay valid until the guard is dropped;
-///   the guard is dropped only after the logs are cleared (`reset`, `wait_for_change`).
+/// - `guard` is `Some` whenever `reads`, `opacity_reads`, `writes` or `undo` is non-empty.
+///   Every `header` in them was recorded from a live `TVarHandle` while that guard was pinned,
+///   and variables are freed through the epoch (see `RawTVar`), so the pointers stay valid
+///   until the guard is dropped; the guard is dropped only after the logs are cleared
+///   (`reset`, `wait_for_change`).
 /// - `guard` is `Some` before any committed value *box* is loaded: a logged attempt pins in
 ///   `begin`; an unlogged one, whose logs stay empty, pins at its first read of a boxed
 ///   variable (`read_committed_as`), before it loads the pointer. An unlogged attempt that
@@ -411,6 +437,9 @@ pub(crate) struct RawTx {
     /// newer than its snapshot): the attempt is void and must re-run with a logged read set.
     needs_log: bool,
     reads: Vec<ReadEntry>,
+    /// Reads recorded for opacity only ([`read_opacity_only`](Self::read_opacity_only)):
+    /// validated when the snapshot moves and waited on by `retry`, not validated at commit.
+    opacity_reads: Vec<ReadEntry>,
     writes: Vec<WriteEntry>,
     index: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
     undo: Vec<Undo>,
@@ -453,6 +482,7 @@ impl RawTx {
             log_reads: true,
             needs_log: false,
             reads: Vec::new(),
+            opacity_reads: Vec::new(),
             writes: Vec::new(),
             index: HashMap::default(),
             undo: Vec::new(),
@@ -497,7 +527,12 @@ impl RawTx {
 
     #[inline]
     fn begin_with(&mut self, log_reads: bool) {
-        debug_assert!(self.reads.is_empty() && self.writes.is_empty() && self.undo.is_empty());
+        debug_assert!(
+            self.reads.is_empty()
+                && self.opacity_reads.is_empty()
+                && self.writes.is_empty()
+                && self.undo.is_empty()
+        );
         self.retired.reclaim();
         if log_reads {
             self.guard = Some(reclaim::pin());
@@ -531,7 +566,7 @@ impl RawTx {
 
     #[inline]
     pub(crate) fn has_reads(&self) -> bool {
-        !self.reads.is_empty()
+        !(self.reads.is_empty() && self.opacity_reads.is_empty())
     }
 
     #[inline]
@@ -784,6 +819,50 @@ impl RawTx {
         self.read_committed_slow::<T, V, RECORD>(raw, load)
     }
 
+    /// [`read`](Self::read), recording the read for opacity only: the snapshot moves only if
+    /// the variable still has the version read (so the attempt never sees a state in which
+    /// it changed), and a `retry` waits on it, but the commit does not validate it: a commit
+    /// to it after the read does not make this transaction conflict. A variable this
+    /// transaction wrote or commuted is read as by [`read`](Self::read).
+    ///
+    /// For containers that validate the same thing at commit by other means (`MegaRef`'s
+    /// writers check the world's changes with [`commute_checked`](Self::commute_checked)).
+    pub(crate) fn read_opacity_only<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        if !self.log_reads || (!self.writes.is_empty() && self.find(tv.raw().header()).is_some()) {
+            return self.read(tv, f);
+        }
+        let recorded = self.reads.len();
+        let value = self.read(tv, f)?;
+        // The read recorded itself last (an extension inside it records nothing).
+        if self.reads.len() > recorded
+            && let Some(entry) = self.reads.pop()
+        {
+            self.opacity_reads.push(entry);
+        }
+        Ok(value)
+    }
+
+    /// The committed value of `tv` in this transaction's snapshot, whatever the transaction
+    /// wrote or commuted, handed to `f` without recording the read (see
+    /// [`read_unrecorded`](Self::read_unrecorded) for when that is sound).
+    pub(crate) fn read_committed_unrecorded<T, R>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, Conflict>
+    where
+        T: Send + Sync + 'static,
+    {
+        self.with_committed::<T, R, false>(tv.raw(), f)
+    }
+
     /// The value of `tv` as this transaction sees it (its own write, its commutes applied to
     /// the snapshot, or the snapshot), handed to `f`, *without* recording the read: no later
     /// commit to `tv` makes this transaction conflict. The value is still consistent with the
@@ -818,13 +897,13 @@ impl RawTx {
             // SAFETY: the words were loaded between two loads of one unlocked version, so they
             // are that version's value, whole (invariant on `RawTVar`).
             let value = unsafe { alloc::from_words::<T>(words) };
-            return Ok(f(&self.fold_commutes(header, &value)));
+            return Ok(f(&self.fold_commutes(header, &value)?));
         }
         let ptr = self.read_committed_as::<T, _, false>(raw, RawTVar::load_value)?;
         // SAFETY: the committed value at a version consistent with our snapshot, pinned
         // (invariant on `RawTVar`).
         let value = unsafe { &*ptr };
-        Ok(f(self.fold_commutes_memo(header, ptr, value)))
+        Ok(f(self.fold_commutes_memo(header, ptr, value)?))
     }
 
     /// [`fold_commutes`](Self::fold_commutes) of `start`, the committed value at `base`,
@@ -838,7 +917,7 @@ impl RawTx {
         header: *const Header,
         base: *const T,
         start: &T,
-    ) -> &T {
+    ) -> Result<&T, Conflict> {
         let fresh = !self.fold_memo.as_ref().is_some_and(|m| {
             m.header == header
                 && m.base == base.cast()
@@ -846,14 +925,17 @@ impl RawTx {
                 && m.upto <= self.commutes.len()
         });
         if fresh {
+            self.fold_memo = None;
+            let value = self.fold_commutes(header, start)?;
             self.fold_memo = Some(FoldMemo {
                 header,
                 base: base.cast(),
                 cut: self.commutes_cut,
                 upto: self.commutes.len(),
-                value: Box::new(self.fold_commutes(header, start)),
+                value: Box::new(value),
             });
         } else {
+            let mut refused = false;
             let memo = self.fold_memo.as_mut().expect("checked above");
             let value = memo
                 .value
@@ -863,23 +945,40 @@ impl RawTx {
                 .iter()
                 .filter(|c| c.header == header)
             {
-                *value = call_commute(&*c.op, value);
+                match call_commute(&*c.op, start, value) {
+                    Some(next) => *value = next,
+                    None => {
+                        refused = true;
+                        break;
+                    }
+                }
             }
             memo.upto = self.commutes.len();
+            if refused {
+                self.fold_memo = None;
+                return Err(Conflict);
+            }
         }
-        self.fold_memo
+        Ok(self
+            .fold_memo
             .as_ref()
             .and_then(|m| m.value.downcast_ref::<T>())
-            .expect("just made")
+            .expect("just made"))
     }
 
-    /// `start` with this transaction's commutes of `header`'s variable applied, in order.
-    fn fold_commutes<T: Send + Sync + 'static>(&self, header: *const Header, start: &T) -> T {
+    /// `start` (the variable's committed value in the snapshot) with this transaction's
+    /// commutes of `header`'s variable applied, in order; a conflict if one refuses.
+    fn fold_commutes<T: Send + Sync + 'static>(
+        &self,
+        header: *const Header,
+        start: &T,
+    ) -> Result<T, Conflict> {
         let mut value: Option<T> = None;
         for c in self.commutes.iter().filter(|c| c.header == header) {
-            value = Some(call_commute(&*c.op, value.as_ref().unwrap_or(start)));
+            let next = call_commute(&*c.op, start, value.as_ref().unwrap_or(start));
+            value = Some(next.ok_or(Conflict)?);
         }
-        value.expect("a placeholder has a commute")
+        Ok(value.expect("a placeholder has a commute"))
     }
 
     /// Pins an unlogged attempt at its first read of a boxed value (see the invariants).
@@ -957,21 +1056,35 @@ impl RawTx {
         }
     }
 
-    /// True if every read variable still has the version we read. With `own_locks`, variables
-    /// locked by this transaction's commit count with the version they had when locked.
+    /// True if every read variable still has the version we read. With `own_locks` (the
+    /// commit), variables locked by this transaction's commit count with the version they had
+    /// when locked, and reads recorded for opacity only are not checked.
     fn validate(&self, own_locks: bool) -> bool {
-        self.reads.iter().all(|r| {
-            // SAFETY: recorded while pinned; we are still pinned (invariants on `RawTx`).
-            let word = unsafe { &*r.header }.lock.load();
-            if !word.is_locked() || word.is_dead() {
-                // A dead variable never changes again: its version is its last value's.
-                return word.version() == r.version;
-            }
-            own_locks
-                && self
-                    .find(r.header)
-                    .is_some_and(|i| self.writes[i].locked_from.version() == r.version)
-        })
+        self.reads.iter().all(|r| self.still_current(r, own_locks))
+            && (own_locks || self.opacity_reads.is_empty() || self.validate_opacity_reads())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn validate_opacity_reads(&self) -> bool {
+        self.opacity_reads
+            .iter()
+            .all(|r| self.still_current(r, false))
+    }
+
+    /// Whether the variable of `r` still has the version `r` read (see `validate`).
+    #[inline(always)]
+    fn still_current(&self, r: &ReadEntry, own_locks: bool) -> bool {
+        // SAFETY: recorded while pinned; we are still pinned (invariants on `RawTx`).
+        let word = unsafe { &*r.header }.lock.load();
+        if !word.is_locked() || word.is_dead() {
+            // A dead variable never changes again: its version is its last value's.
+            return word.version() == r.version;
+        }
+        own_locks
+            && self
+                .find(r.header)
+                .is_some_and(|i| self.writes[i].locked_from.version() == r.version)
     }
 
     /// Buffers `value` as the new value of `tv`, to be published at commit.
@@ -1053,10 +1166,43 @@ impl RawTx {
     /// conflict on it. If the transaction already wrote `tv`, `f` applies to that value at once.
     ///
     /// Fails only in an unlogged attempt, as [`write`](Self::write) does.
+    #[inline]
     pub(crate) fn commute<T, F>(&mut self, tv: &TVarHandle<T>, f: F) -> Result<(), Conflict>
     where
         T: Send + Sync + 'static,
         F: Fn(&T) -> T + Send + Sync + 'static,
+    {
+        self.push_commute::<T, _, false>(tv, move |_, v: &T| Some(f(v)))
+    }
+
+    /// A commute that may refuse: at commit, `f(base, current)` gets the variable's latest
+    /// committed value (`base`) and its value so far (`current`: `base`, or what this
+    /// transaction's earlier commutes of it made) and returns the new value, or `None` to make
+    /// the commit fail with a conflict (its locks released, nothing published, the transaction
+    /// re-run). A read of the variable later in the transaction folds it over the snapshot's
+    /// value as `base`, and a refusal there is a conflict too. If the transaction already wrote
+    /// the variable, `f` applies to that value at once, over the snapshot's value, whose read
+    /// is then recorded (validated at commit).
+    ///
+    /// For containers that decide at commit, from what committed since their snapshot, whether
+    /// a change still commutes with it (`MegaRef`'s writers of one path). Fails only in an
+    /// unlogged attempt, as [`write`](Self::write) does.
+    pub(crate) fn commute_checked<T, F>(&mut self, tv: &TVarHandle<T>, f: F) -> Result<(), Conflict>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T, &T) -> Option<T> + Send + Sync + 'static,
+    {
+        self.push_commute::<T, _, true>(tv, f)
+    }
+
+    fn push_commute<T, F, const CHECKED: bool>(
+        &mut self,
+        tv: &TVarHandle<T>,
+        f: F,
+    ) -> Result<(), Conflict>
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T, &T) -> Option<T> + Send + Sync + 'static,
     {
         if !self.log_reads {
             self.needs_log = true;
@@ -1071,8 +1217,19 @@ impl RawTx {
             Some(i) if self.writes[i].locked_from == Word::COMMUTED => {}
             Some(_) => {
                 // Written already: the transaction's own value is the one to change.
-                let value = self.read(tv, |v| f(v))?;
-                return self.write(tv, value);
+                let value = if CHECKED {
+                    let own = self.read_ptr(tv)?;
+                    // SAFETY: `read_ptr` lends the attempt's own value (or an arena copy of
+                    // it), valid until the attempt ends or writes `tv` again; neither happens
+                    // before `f` returns.
+                    self.with_committed::<T, _, true>(tv.raw(), |base| f(base, unsafe { &*own }))?
+                } else {
+                    self.read(tv, |v| f(v, v))?
+                };
+                return match value {
+                    Some(value) => self.write(tv, value),
+                    None => Err(Conflict),
+                };
             }
             None => {
                 let index = self.writes.len();
@@ -1138,12 +1295,12 @@ impl RawTx {
             let words = self.read_committed(raw, RawTVar::load_words)?;
             // SAFETY: the words were loaded between two loads of one unlocked version, so they
             // are that version's value, whole (invariant on `RawTVar`).
-            self.fold_commutes(header, &unsafe { alloc::from_words::<T>(words) })
+            self.fold_commutes(header, &unsafe { alloc::from_words::<T>(words) })?
         } else {
             let ptr = self.read_committed(raw, RawTVar::load_value)?;
             // SAFETY: the committed value at a version consistent with our snapshot, pinned
             // (invariant on `RawTVar`).
-            self.fold_commutes(header, unsafe { &*ptr })
+            self.fold_commutes(header, unsafe { &*ptr })?
         };
         self.set_commuted(i, value);
         Ok(())
@@ -1389,13 +1546,18 @@ impl RawTx {
             // not wait for them.
             reclaim::holding_locks();
         }
-        if !self.commutes.is_empty()
-            && let Err(panic) = self.apply_commutes()
-        {
-            drop(sequenced);
-            self.unlock_unchanged(self.writes.len());
-            reclaim::locks_released();
-            std::panic::resume_unwind(panic);
+        if !self.commutes.is_empty() {
+            let applied = self.apply_commutes();
+            if !matches!(applied, Ok(true)) {
+                drop(sequenced);
+                self.unlock_unchanged(self.writes.len());
+                reclaim::locks_released();
+                match applied {
+                    Err(panic) => std::panic::resume_unwind(panic),
+                    // A checked commute refused: a conflict, like a failed validation.
+                    _ => return Err(Conflict),
+                }
+            }
         }
         if let Some(hook) = ordered {
             let seq = sequenced
@@ -1494,7 +1656,7 @@ impl RawTx {
     /// variables are left alone (their entries are dropped unpublished).
     #[cold]
     #[inline(never)]
-    fn apply_commutes(&mut self) -> std::thread::Result<()> {
+    fn apply_commutes(&mut self) -> std::thread::Result<bool> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_commutes_inner()))
     }
 
@@ -1511,7 +1673,9 @@ impl RawTx {
         );
     }
 
-    fn apply_commutes_inner(&mut self) {
+    /// Returns `false` if a checked commute refused (placeholders may be left without a
+    /// value: the commit then publishes nothing).
+    fn apply_commutes_inner(&mut self) -> bool {
         for c in &self.commutes {
             let Some(i) = self.find(c.header) else {
                 continue; // rolled back with its scope's entry
@@ -1524,7 +1688,9 @@ impl RawTx {
             // SAFETY: `entry` is this commute's variable's (found by header). A placeholder
             // (state 1) holds no value yet, and we hold its lock (taken above) and are pinned;
             // after that (state 2) it holds the value the last commute computed.
-            unsafe { c.op.apply(entry, state == 1, self.retired.pool()) };
+            if !unsafe { c.op.apply(entry, state == 1, self.retired.pool()) } {
+                return false;
+            }
             self.commute_state[i] = 2;
         }
         // Every live placeholder has a commute of its own scope (scopes and `rollback_var`
@@ -1540,6 +1706,7 @@ impl RawTx {
             !missing,
             "stmx: a commute placeholder reached the commit without a value"
         );
+        true
     }
 
     /// Releases the locks of the first `locked` write entries, restoring their words.
@@ -1613,8 +1780,12 @@ impl RawTx {
     /// Fills `scratch` with the read set's (address, version) pairs, sorted and deduplicated.
     fn collect_read_set(&mut self) {
         self.scratch.clear();
-        self.scratch
-            .extend(self.reads.iter().map(|r| (r.header as usize, r.version)));
+        self.scratch.extend(
+            self.reads
+                .iter()
+                .chain(&self.opacity_reads)
+                .map(|r| (r.header as usize, r.version)),
+        );
         // Any order works; loom models need one that does not depend on addresses.
         #[cfg(not(stm_loom))]
         self.scratch.sort_unstable();
@@ -1675,6 +1846,9 @@ impl RawTx {
             self.truncate_writes(0);
         }
         self.reads.clear();
+        if !self.opacity_reads.is_empty() {
+            self.opacity_reads.clear();
+        }
         self.arena.clear();
         if !self.commutes.is_empty() {
             self.commutes.clear();
