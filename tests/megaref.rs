@@ -211,6 +211,77 @@ fn a_path_conflicts_with_its_prefixes_and_extensions() {
     }
 }
 
+/// With a single guard stripe every path shares its guards, yet writers still conflict by
+/// path: the commit checks what changed in the world since the snapshot, path by path.
+#[test]
+fn writers_conflict_by_path_even_when_every_guard_collides() {
+    let world: MegaRef<u32, u32> = MegaRef::with_guards(1);
+    atomically(|tx| world.set_in(tx, &[1, 2], 0));
+    let cases: [(&[u32], &[u32], bool); 6] = [
+        (&[1], &[2], false),
+        (&[1, 5], &[2, 5], false),
+        (&[3], &[4, 1], false),
+        (&[1], &[1], true),
+        (&[1], &[1, 2], true),
+        (&[1, 2], &[1], true),
+    ];
+    for (mine, theirs, conflict) in cases {
+        let n = attempts(
+            |tx| world.alter_in(tx, mine, |v| Some(v.copied().unwrap_or(0) + 1)),
+            || atomically(|tx| world.set_in(tx, theirs, 9)),
+        );
+        assert_eq!(
+            n,
+            1 + u32::from(conflict),
+            "a write of {mine:?} against a write of {theirs:?}"
+        );
+    }
+    // Finding nothing to remove is checked at commit too.
+    let n = attempts(
+        |tx| world.remove_in(tx, &[7]).map(drop),
+        || atomically(|tx| world.set_in(tx, &[7], 1)),
+    );
+    assert_eq!(n, 2, "remove_in of a missing value against a write of it");
+    assert_eq!(atomically(|tx| world.get_in(tx, &[7])), None);
+}
+
+/// A writer's view of its path stays consistent with the rest of its snapshot: once another
+/// commit changed the path and another variable together, the attempt cannot read the new
+/// variable with the old path.
+#[test]
+fn a_writer_never_sees_its_path_older_than_the_rest_of_its_view() {
+    let world: MegaRef<u32, u32> = MegaRef::new();
+    let other = TVar::new(0_u32);
+    atomically(|tx| world.set_in(tx, &[1], 0));
+    let mut first = true;
+    let mut seen = Vec::new();
+    atomically(|tx| {
+        let mut old = None;
+        world.alter_in(tx, &[1], |v| {
+            old = v.copied();
+            Some(old.unwrap_or(0) + 1)
+        })?;
+        if std::mem::take(&mut first) {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    atomically(|tx| {
+                        world.set_in(tx, &[1], 5)?;
+                        other.write(tx, 5)
+                    })
+                });
+            });
+        }
+        seen.push((old, other.read(tx)?));
+        Ok(())
+    });
+    assert_eq!(
+        seen,
+        [(Some(5), 5)],
+        "an attempt saw [1] and the other variable out of step"
+    );
+    assert_eq!(atomically(|tx| world.get_in(tx, &[1])), Some(6));
+}
+
 #[test]
 fn snapshots_and_children_conflict_with_writes_below_them_only() {
     let world: MegaRef<&str, i32> = MegaRef::new();
