@@ -437,9 +437,6 @@ pub(crate) struct RawTx {
     /// newer than its snapshot): the attempt is void and must re-run with a logged read set.
     needs_log: bool,
     reads: Vec<ReadEntry>,
-    /// Reads recorded for opacity only ([`read_opacity_only`](Self::read_opacity_only)):
-    /// validated when the snapshot moves and waited on by `retry`, not validated at commit.
-    opacity_reads: Vec<ReadEntry>,
     writes: Vec<WriteEntry>,
     index: HashMap<usize, usize, BuildHasherDefault<AddrHasher>>,
     undo: Vec<Undo>,
@@ -468,6 +465,9 @@ pub(crate) struct RawTx {
     /// Values replaced by this thread's commits, on their way through the epoch back into this
     /// thread's pool of value blocks.
     retired: Recycler,
+    /// Reads recorded for opacity only ([`read_opacity_only`](Self::read_opacity_only)):
+    /// validated when the snapshot moves and waited on by `retry`, not validated at commit.
+    opacity_reads: Vec<ReadEntry>,
 }
 
 impl RawTx {

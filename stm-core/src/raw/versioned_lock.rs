@@ -2,14 +2,16 @@
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// Set while a committer holds the variable's write lock.
-pub(crate) const LOCK_BIT: u64 = 0b01;
-/// Set while a thread blocked in `retry` may be registered on this variable.
-pub(crate) const WAITER_BIT: u64 = 0b10;
+/// Set while a committer holds the variable's write lock. The top bit: a locked word compares
+/// above every unlocked one, so that one unsigned comparison tests "unlocked and not newer
+/// than the snapshot" ([`Word::readable_at`]).
+pub(crate) const LOCK_BIT: u64 = 1 << 63;
 /// Set, with `LOCK_BIT`, for good once the variable's last handle is gone (it is dead).
-pub(crate) const DEAD_BIT: u64 = 0b100;
-/// The version lives above the three flag bits.
-pub(crate) const VERSION_SHIFT: u32 = 3;
+pub(crate) const DEAD_BIT: u64 = 1 << 62;
+/// Set while a thread blocked in `retry` may be registered on this variable.
+pub(crate) const WAITER_BIT: u64 = 0b1;
+/// The version lives between the waiter flag and the two top flags (61 bits).
+pub(crate) const VERSION_SHIFT: u32 = 1;
 
 /// A snapshot of a [`VersionedLock`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,30 +45,31 @@ impl Word {
     /// The clock value of the commit that last wrote the variable.
     #[inline]
     pub(crate) fn version(self) -> u64 {
-        self.0 >> VERSION_SHIFT
+        // The two top flags shifted out, then the waiter flag.
+        (self.0 << 2) >> (VERSION_SHIFT + 2)
     }
 
     /// The bound for [`readable_at`](Self::readable_at) of a snapshot at version `rv`.
     #[inline]
     pub(crate) fn readable_bound(rv: u64) -> u64 {
-        // Rotated, an unlocked word is `version << 2 | dead << 1 | waiter` with `dead == 0`
-        // (a dead word is locked), and a locked word has its top bit set.
-        (rv << (VERSION_SHIFT - 1)) | WAITER_BIT >> 1
+        // An unlocked word is `version << 1 | waiter` (a dead word is locked), and a locked
+        // word has its top bit set.
+        (rv << VERSION_SHIFT) | WAITER_BIT
     }
 
     /// Unlocked, and written at a version no newer than the snapshot whose
     /// [`readable_bound`](Self::readable_bound) is `bound`: one comparison instead of a test of
-    /// the lock bit and a comparison of the version (versions stay below 2^60).
+    /// the lock bit and a comparison of the version (versions stay below 2^61).
     #[inline(always)]
     pub(crate) fn readable_at(self, bound: u64) -> bool {
-        self.0.rotate_right(1) <= bound
+        self.0 <= bound
     }
 
     /// [`readable_at`](Self::readable_at) against `limit`, one above the bound (or `0`, which no
     /// word is below: a limit that sends every read the long way).
     #[inline(always)]
     pub(crate) fn readable_below(self, limit: u64) -> bool {
-        self.0.rotate_right(1) < limit
+        self.0 < limit
     }
 }
 
@@ -75,11 +78,11 @@ impl Word {
 /// # State
 ///
 /// ```text
-/// DEAD_BIT | WAITER_BIT | LOCK_BIT | version | meaning
-///    0     |     0      |    0     |    v    | unlocked; last written by the commit at `v`
-///    0     |     1      |    0     |    v    | the same, and a `retry` waiter may be registered
-///    0     |     w      |    1     |    v    | a committer holds the lock; readers spin or abort
-///    1     |     0      |    1     |    v    | dead: locked for good, last written at `v`
+/// LOCK_BIT (63) | DEAD_BIT (62) | version (61..1) | WAITER_BIT (0) | meaning
+///       0       |       0       |        v        |       0        | unlocked; last written by the commit at `v`
+///       0       |       0       |        v        |       1        | the same, and a `retry` waiter may be registered
+///       1       |       0       |        v        |       w        | a committer holds the lock; readers spin or abort
+///       1       |       1       |        v        |       0        | dead: locked for good, last written at `v`
 /// ```
 ///
 /// # Invariants
@@ -249,7 +252,7 @@ mod tests {
     /// word is readable below a limit of `0`.
     #[test]
     fn readable_at_is_unlocked_and_not_newer() {
-        let versions = [0, 1, 2, 3, 7, 1 << 40, (1 << 60) - 1];
+        let versions = [0, 1, 2, 3, 7, 1 << 40, (1 << 61) - 1];
         for &version in &versions {
             for flags in [
                 0,
@@ -259,6 +262,7 @@ mod tests {
                 LOCK_BIT | DEAD_BIT,
             ] {
                 let word = Word((version << VERSION_SHIFT) | flags);
+                assert_eq!(word.version(), version, "flags {flags:#b}");
                 for &rv in &versions {
                     let expected = !word.is_locked() && word.version() <= rv;
                     let bound = Word::readable_bound(rv);
