@@ -194,6 +194,9 @@ fn loom_a_commute_racing_a_write_loses_neither() {
         let x = TVarHandle::new(0_i64);
         let t = spawn_add_ten(x.clone());
         commit_loop(|tx| {
+            // The commute reads nothing, so without this the attempt has no scheduling point
+            // between its start and its commit, and loom explored 8 interleavings.
+            thread::yield_now();
             tx.commute(&x, |v| v + 1).unwrap();
             Ok(())
         });
