@@ -245,6 +245,37 @@ fn writers_conflict_by_path_even_when_every_guard_collides() {
     assert_eq!(atomically(|tx| world.get_in(tx, &[7])), None);
 }
 
+/// A writer's check at commit sees the changes committed since its snapshot even when a
+/// compaction folded them into a new base meanwhile: the base keeps their paths. A change of
+/// the writer's path among them is a conflict (no lost update); changes elsewhere are not.
+#[test]
+fn a_writers_check_sees_through_a_compaction() {
+    for (theirs_too, conflict) in [(true, true), (false, false)] {
+        let world: MegaRef<u32, u32> = MegaRef::new();
+        atomically(|tx| world.set_in(tx, &[1], 0));
+        let n = attempts(
+            |tx| world.alter_in(tx, &[1], |v| Some(v.copied().unwrap_or(0) + 1)),
+            || {
+                if theirs_too {
+                    atomically(|tx| world.set_in(tx, &[1], 100));
+                }
+                // Enough commits, one change each, for a compaction (at 32 layers) to fold
+                // them, and the change of `[1]` with them.
+                for i in 0..40 {
+                    atomically(|tx| world.set_in(tx, &[2, i], i));
+                }
+            },
+        );
+        assert_eq!(
+            n,
+            1 + u32::from(conflict),
+            "theirs wrote [1] too: {theirs_too}"
+        );
+        let expected = if theirs_too { 101 } else { 1 };
+        assert_eq!(atomically(|tx| world.get_in(tx, &[1])), Some(expected));
+    }
+}
+
 /// A writer's view of its path stays consistent with the rest of its snapshot: once another
 /// commit changed the path and another variable together, the attempt cannot read the new
 /// variable with the old path.

@@ -84,13 +84,15 @@ enum Change<K, V> {
     Clear(Path<K>),
 }
 
-impl<K: Ord + Clone, V: Clone> Change<K, V> {
+impl<K, V> Change<K, V> {
     fn path(&self) -> &[K] {
         match self {
             Change::Set(path, _) | Change::Clear(path) => path,
         }
     }
+}
 
+impl<K: Ord + Clone, V: Clone> Change<K, V> {
     fn apply(&self, root: &mut Node<K, V>) {
         match self {
             Change::Set(path, value) => root.update(path, &mut |node: &mut Node<K, V>| {
@@ -146,8 +148,7 @@ impl<K: Clone> History<K> {
         let mut paths = Vec::with_capacity(top.depth);
         let mut layer = top;
         while let (Some(change), Some(below)) = (&layer.change, &layer.below) {
-            let (Change::Set(path, _) | Change::Clear(path)) = change;
-            paths.push((layer.seq, path.clone()));
+            paths.push((layer.seq, Path::from(change.path())));
             layer = below;
         }
         History {
@@ -603,9 +604,10 @@ struct Shared<K, V> {
 /// # Conflicts
 ///
 /// Two transactions conflict only when one writes a path that the other reads or writes, or a
-/// prefix or extension of it (plus false conflicts between a reader and a writer when guard
-/// stripes collide: about 1 in `stripes` per path level, since each level has its own
-/// stripes; two writers conflict by path only). `snapshot` conflicts with a write anywhere
+/// prefix or extension of it (plus false conflicts when guard stripes collide: about 1 in
+/// `stripes` per path level, since each level has its own stripes; between two writers only
+/// when one writes a path at the depth of one of the other's ancestors, never between writers
+/// of paths of one depth). `snapshot` conflicts with a write anywhere
 /// below what it covers, and `children` with any write below its node. A read-only
 /// transaction never conflicts.
 ///
@@ -777,24 +779,24 @@ where
         (out, hash)
     }
 
-    /// The guards of an operation on `path` (returns its guard indexes and its hash): reads
-    /// the node guards of its ancestors (conflicts with writes of a prefix) and, unless it only
-    /// commutes, its own subtree guard (conflicts with writes of the path or an extension).
-    fn guard_read(
-        &self,
-        tx: &mut Transaction,
-        path: &[K],
-        commuting: bool,
-    ) -> StmResult<(Stripes, u64)> {
+    /// The guard indexes and hash of `path` (see [`stripes`](Self::stripes)), after reading
+    /// the node guards of its ancestors: every operation conflicts with writes of a prefix.
+    fn read_ancestors(&self, tx: &mut Transaction, path: &[K]) -> StmResult<(Stripes, u64)> {
         let (stripes, hash) = self.stripes(path);
-        let (own, ancestors) = stripes.split_last().expect("the root at least");
+        let (_, ancestors) = stripes.split_last().expect("the root at least");
         for &s in ancestors {
             self.shared.node_guards[s].read(tx)?;
         }
-        if !commuting {
-            self.shared.subtree_guards[*own].read(tx)?;
-        }
         Ok((stripes, hash))
+    }
+
+    /// The guards of a read of `path`: its ancestors' node guards (writes of a prefix) and
+    /// its own subtree guard (writes of the path or an extension). Returns its hash.
+    fn guard_read(&self, tx: &mut Transaction, path: &[K]) -> StmResult<u64> {
+        let (stripes, hash) = self.read_ancestors(tx, path)?;
+        let own = stripes.last().expect("the root at least");
+        self.shared.subtree_guards[*own].read(tx)?;
+        Ok(hash)
     }
 
     /// The guards of a write of `path`: reads of its ancestors' node guards, a read of its own
@@ -804,15 +806,13 @@ where
     ///
     /// The commit does not validate the subtree guard's read: a writer checks instead, at
     /// commit, that no change since its snapshot touched a related path
-    /// ([`checked_change`](Self::checked_change)). So writers of two paths whose stripes
-    /// collide do not conflict, while the read keeps the attempt's view consistent if its
-    /// snapshot moves.
+    /// ([`checked_change`](Self::checked_change)). So writers of two paths of one depth whose
+    /// stripes collide do not conflict, while the read keeps the attempt's view consistent if
+    /// its snapshot moves (an extension still fails if a colliding writer committed since the
+    /// read: rare, and never at commit).
     fn guard_write(&self, tx: &mut Transaction, path: &[K], commuting: bool) -> StmResult<u64> {
-        let (stripes, hash) = self.stripes(path);
-        let (own, ancestors) = stripes.split_last().expect("the root at least");
-        for &s in ancestors {
-            self.shared.node_guards[s].read(tx)?;
-        }
+        let (stripes, hash) = self.read_ancestors(tx, path)?;
+        let own = stripes.last().expect("the root at least");
         if !commuting {
             self.shared.subtree_guards[*own].read_with_opacity_only(tx, |_| ())?;
         }
@@ -848,26 +848,28 @@ where
         self.shared.world.read_with_unrecorded(tx, f)
     }
 
-    /// Layers `change` (if any) of `path` on the world at commit, unless a change committed
-    /// since this transaction's snapshot (numbered after `since`, see
-    /// [`seen_seq`](Self::seen_seq)) touched `path`, a prefix or an extension of it: then the
-    /// commit conflicts. A checked commute: writers of unrelated paths never conflict through
-    /// the world. Then compacts if the world this transaction saw had `seen` layers or more.
+    /// Layers `change` (of a path whose hash is `hash`) on the world at commit, or only checks
+    /// its path if `!layer`, unless a change committed since this transaction's snapshot
+    /// (numbered after `since`, see [`seen_seq`](Self::seen_seq)) touched that path, a prefix
+    /// or an extension of it: then the commit conflicts. A checked commute: writers of
+    /// unrelated paths never conflict through the world. Then compacts if the world this
+    /// transaction saw had `seen` layers or more.
     fn checked_change(
         &self,
         tx: &mut Transaction,
         seen: usize,
         since: u64,
-        path: Path<K>,
-        change: Option<(Change<K, V>, u64)>,
+        (change, hash): (Change<K, V>, u64),
+        layer: bool,
     ) -> StmResult<()> {
         self.shared.world.commute_checked(tx, move |committed, w| {
-            if committed.changed_since(since, &path) {
+            if committed.changed_since(since, change.path()) {
                 return None;
             }
-            Some(match &change {
-                Some((change, hash)) => w.push(change, *hash),
-                None => w.clone(),
+            Some(if layer {
+                w.push(&change, hash)
+            } else {
+                w.clone()
             })
         })?;
         self.compact(tx, seen)
@@ -923,7 +925,7 @@ where
     /// ```
     pub fn get_in(&self, tx: &mut Transaction, path: &[K]) -> StmResult<Option<V>> {
         let path = self.full(path);
-        let (_, hash) = self.guard_read(tx, &path, false)?;
+        let hash = self.guard_read(tx, &path)?;
         self.world(tx, |w| w.get_in_hashed(&path, hash).cloned())
     }
 
@@ -964,8 +966,7 @@ where
         let hash = self.guard_write(tx, &full, false)?;
         let since = self.seen_seq(tx)?;
         let (new, seen) = self.world(tx, |w| (f(w.get_in_hashed(&full, hash)), w.depth()))?;
-        let change = Change::Set(full.clone(), new);
-        self.checked_change(tx, seen, since, full, Some((change, hash)))
+        self.checked_change(tx, seen, since, (Change::Set(full, new), hash), true)
     }
 
     /// Clojure's `commute-in`: at commit, `f` is applied to the value at `path` in the latest
@@ -1023,10 +1024,8 @@ where
         let since = self.seen_seq(tx)?;
         let (old, seen) = self.world(tx, |w| (w.get_in_hashed(&full, hash).cloned(), w.depth()))?;
         // Checked even when there was nothing to remove: that finding must still hold at commit.
-        let change = old
-            .is_some()
-            .then(|| (Change::Set(full.clone(), None), hash));
-        self.checked_change(tx, seen, since, full, change)?;
+        let change = (Change::Set(full, None), hash);
+        self.checked_change(tx, seen, since, change, old.is_some())?;
         Ok(old)
     }
 
@@ -1050,8 +1049,7 @@ where
         let hash = self.guard_write(tx, &full, false)?;
         let since = self.seen_seq(tx)?;
         let seen = self.world(tx, World::depth)?;
-        let change = Change::Clear(full.clone());
-        self.checked_change(tx, seen, since, full, Some((change, hash)))
+        self.checked_change(tx, seen, since, (Change::Clear(full), hash), true)
     }
 
     /// The keys of the children of `path` that hold values below them, in key order.
@@ -1070,7 +1068,7 @@ where
     /// ```
     pub fn children(&self, tx: &mut Transaction, path: &[K]) -> StmResult<Vec<K>> {
         let full = self.full(path);
-        self.guard_read(tx, &full, false)?;
+        self.guard_read(tx, &full)?;
         self.world(tx, |w| w.children(&full))
     }
 
@@ -1084,7 +1082,7 @@ where
     ///
     /// See [`MegaRef`].
     pub fn snapshot(&self, tx: &mut Transaction) -> StmResult<World<K, V>> {
-        self.guard_read(tx, &self.prefix, false)?;
+        self.guard_read(tx, &self.prefix)?;
         let prefix = Arc::clone(&self.prefix);
         self.world(tx, |w| w.sub(&prefix))
     }

@@ -432,10 +432,12 @@ impl<T: Send + Sync + 'static> TVar<T> {
     /// ```
     /// use stm_core::{TVar, atomically};
     ///
-    /// // Append to a log only if nobody appended since this transaction's snapshot.
+    /// // Append to a log, unless an append committed since this attempt's snapshot: then the
+    /// // attempt conflicts, and the next one starts from a newer snapshot. (Taken before the
+    /// // transaction, `seen` could refuse on every attempt.)
     /// let log = TVar::new(vec![1]);
-    /// let seen = atomically(|tx| log.read_with(tx, Vec::len));
     /// atomically(|tx| {
+    ///     let seen = log.read_committed_with_unrecorded(tx, Vec::len)?;
     ///     log.commute_checked(tx, move |base, current| {
     ///         (base.len() == seen).then(|| [current.as_slice(), &[2]].concat())
     ///     })
