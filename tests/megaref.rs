@@ -126,9 +126,10 @@ proptest! {
 
     #[test]
     fn megaref_matches_a_btreemap_of_paths(
-        // Up to 40 transactions: enough commits to stack the world's layers past a
-        // compaction, and to fold them both in a reader and in a compaction.
-        txs in prop::collection::vec((prop::collection::vec(op(), 1..8), any::<bool>()), 1..40),
+        // Up to 120 transactions of up to 7 changes: enough commits to stack the world's
+        // layers past a compaction (at 128), and to fold them both in a reader and in a
+        // compaction.
+        txs in prop::collection::vec((prop::collection::vec(op(), 1..8), any::<bool>()), 1..120),
     ) {
         let world: MegaRef<u8, i32> = MegaRef::with_guards(8);
         let mut model = Model::new();
@@ -259,9 +260,9 @@ fn a_writers_check_sees_through_a_compaction() {
                 if theirs_too {
                     atomically(|tx| world.set_in(tx, &[1], 100));
                 }
-                // Enough commits, one change each, for a compaction (at 32 layers) to fold
+                // Enough commits, one change each, for a compaction (at 128 layers) to fold
                 // them, and the change of `[1]` with them.
-                for i in 0..40 {
+                for i in 0..160 {
                     atomically(|tx| world.set_in(tx, &[2, i], i));
                 }
             },
