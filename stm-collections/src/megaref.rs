@@ -614,8 +614,8 @@ struct Shared<K, V> {
 /// Two transactions conflict only when one writes a path that the other reads or writes, or a
 /// prefix or extension of it (plus false conflicts when guard stripes collide: about 1 in
 /// `stripes` per path level, since each level has its own stripes; between two writers only
-/// when one writes a path at the depth of one of the other's ancestors, never between writers
-/// of paths of one depth). `snapshot` conflicts with a write anywhere
+/// when one writes a path at the depth of one of the other's ancestors, never at commit
+/// between writers of paths of one depth). `snapshot` conflicts with a write anywhere
 /// below what it covers, and `children` with any write below its node. A read-only
 /// transaction never conflicts.
 ///

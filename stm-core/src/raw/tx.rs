@@ -1685,9 +1685,11 @@ impl RawTx {
             if state == 0 || entry.locked_from.is_dead() {
                 continue; // written plainly after the commute, or nobody can read it
             }
-            // SAFETY: `entry` is this commute's variable's (found by header). A placeholder
-            // (state 1) holds no value yet, and we hold its lock (taken above) and are pinned;
-            // after that (state 2) it holds the value the last commute computed.
+            // SAFETY: `entry` is this commute's variable's (found by header), and in either
+            // state we hold its lock (taken above, not dead: skipped just above) and are
+            // pinned, as `apply` needs to load the committed value. A placeholder (state 1)
+            // holds no value yet; after that (state 2) it holds the value the last commute
+            // computed.
             if !unsafe { c.op.apply(entry, state == 1, self.retired.pool()) } {
                 return false;
             }
