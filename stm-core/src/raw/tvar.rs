@@ -9,7 +9,7 @@ use super::alloc::{self, Pool, Words};
 use super::parking;
 use super::reclaim::{self, Dying, Guard, Recycler, Retired};
 use super::versioned_lock::{VersionedLock, Word};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering, fence, spin_loop, yield_now};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence, spin_loop, yield_now};
 
 /// The type-independent head of every raw variable. Transaction logs point at it.
 ///
@@ -35,33 +35,41 @@ impl Header {
 /// One transactional variable. A variable of a small plain value owns a cache line (see
 /// [`layout`]): a transaction touching it misses on one line, and neighbours never share it.
 /// The first value of a boxed variable lives in the variable itself (`slot`), so `TVar::new`
-/// makes one allocation.
+/// makes one allocation. A variable of a value of up to [`SECOND_SLOT_MAX`] bytes has a second
+/// slot right after the struct, in the same allocation (see [`layout`]).
 ///
 /// # Invariants
 ///
 /// - **Boxed** (`!alloc::is_inline::<T>()`): `slot` is `initial`. `value` always points to a
-///   live value holding the last committed value: the slot or a value box
+///   live value holding the last committed value: one of the slots or a value box
 ///   (`alloc::box_value::<T>`). It changes only while `header.lock` is held; the replaced value
 ///   is retired through the epoch, never freed directly, so a reader that loaded the pointer
 ///   while pinned may read through it until it unpins. A published value is never mutated.
-/// - **The slot** of a boxed variable is in one of three states: *current* (`value` points to
-///   it; the first value starts there), *in grace* (replaced, retired; the variable's memory is
-///   held by one count in `refs` until `drop_slot` drops the value after its grace period),
-///   or *free* (`flags == SLOT_FREE`: it holds no value, and no reader can reach it, since its
-///   grace period passed while `value` pointed elsewhere). Only `drop_slot` makes it free
-///   (`Release`, after the drop), and only a commit holding the lock fills it again (`Acquire`
-///   load of the flag, then a bitwise move of the new value out of its unshared box), so the
-///   states follow each other in this order and a value in the slot is never overwritten
-///   while readable. A variable whose values are written once in a while thus keeps its value
-///   next to its lock word after every other write, and readers miss one line instead of two.
-/// - `flags` is `INLINE` for inline variables, set at creation and never changed.
+/// - **The slots** of a boxed variable: slot 0 is `slot`, slot 1 (if [`has_second_slot`]) the
+///   `T` at [`second_offset`] from the variable's address. Each is in one of three states:
+///   *current* (`value` points to it; the first value starts in slot 0), *in grace*
+///   (replaced, retired; the variable's memory is held by one count in `refs` per slot in
+///   grace until `drop_slot` drops the value after its grace period), or *free*
+///   (`flags[i] == SLOT_FREE`: it holds no value, and no reader can reach it, since its grace
+///   period passed while `value` pointed elsewhere; slot 1 starts free). Only `drop_slot` makes
+///   a slot free (`Release`, after the drop), and only a commit holding the lock fills it
+///   again (`Acquire` load of its flag, then a bitwise move of the new value out of its
+///   unshared box), so the states follow each other in this order and a value in a slot is
+///   never overwritten while readable. The two slots go through their states independently
+///   (each has its own flag word, so `drop_slot` of one and a commit filling the other never
+///   write the same atomic). A variable whose values are written once in a while thus keeps
+///   its value next to its lock word: a write goes to whichever slot is free, and readers miss
+///   one line (or two neighbours) instead of two apart.
+/// - `flags[0]` is `INLINE` for inline variables, set at creation and never changed; they never
+///   use the slots' states (`flags[1]` stays 0).
 /// - **Inline** (`alloc::is_inline::<T>()`): `slot` is `extra`. The address of `value` (no
 ///   provenance) and `extra` are the two words of the last committed value
 ///   (`alloc::to_words`). They change only while `header.lock` is held, each by a `Release`
 ///   store, so a reader that loads both between two loads of the lock word showing the same
 ///   unlocked version has the words of that version's value, whole.
-/// - When the variable dies, `drop_boxed` drops what `value` owns (the box, or the slot's
-///   value); inline values own nothing.
+/// - When the variable dies, `drop_boxed` drops what `value` owns (the box, or the value of the
+///   slot it points to); inline values own nothing. No slot is in grace then (each would hold a
+///   count).
 /// - **Death.** When the count in `refs` reaches zero the variable is *killed* ([`kill`]): its
 ///   lock is taken for good (`VersionedLock::try_kill`) and its current value dropped at once.
 ///   That is sound because a variable's *current* value is only ever dereferenced through a
@@ -73,17 +81,39 @@ impl Header {
 pub(crate) struct RawTVar<T> {
     header: Header,
     value: AtomicPtr<T>,
-    /// [`INLINE`] for inline variables, set once; for boxed ones, [`SLOT_FREE`] while the slot
-    /// holds no value (its last one was dropped after its grace period), so that the next
-    /// commit may move its value in (see the invariants).
-    flags: AtomicUsize,
+    /// Per slot: [`SLOT_FREE`] while the slot holds no value (its last one was dropped after its
+    /// grace period), so that the next commit may move its value in (see the invariants).
+    /// `flags[0]` is [`INLINE`] for inline variables, set once.
+    flags: [AtomicU32; 2],
     slot: Slot<T>,
 }
 
-/// `RawTVar::flags`: the variable is inline (never changes).
-const INLINE: usize = 1;
-/// `RawTVar::flags`: a boxed variable's slot is free.
-const SLOT_FREE: usize = 2;
+/// `RawTVar::flags[0]`: the variable is inline (never changes).
+const INLINE: u32 = 1;
+/// `RawTVar::flags[i]`: a boxed variable's slot `i` is free.
+const SLOT_FREE: u32 = 2;
+
+/// The largest value (in bytes) whose variables get a second slot. A value written now and
+/// then alternates between the two slots instead of between the slot and a box elsewhere
+/// (measured: half the node reads of a `TMap` went to a box); larger values would make every
+/// variable of them grow by too much for what a slot saves.
+pub(crate) const SECOND_SLOT_MAX: usize = 64;
+
+/// True if a `RawTVar<T>`'s allocation holds a second slot (used by boxed variables only: an
+/// inline one never publishes through a slot, and its cache line has room for the slot anyway).
+/// Computed from `size_of` only, so every place that frees a variable agrees.
+#[inline(always)]
+const fn has_second_slot<T>() -> bool {
+    size_of::<T>() != 0 && size_of::<T>() <= SECOND_SLOT_MAX
+}
+
+/// The offset of the second slot from the start of a `RawTVar<T>` (meaningful if
+/// [`has_second_slot`]). The struct's size is a multiple of its alignment, which is at least
+/// `T`'s (the union holds a `T`), so the slot follows it directly, aligned.
+#[inline(always)]
+const fn second_offset<T>() -> usize {
+    size_of::<RawTVar<T>>()
+}
 
 /// The last field of a variable: the second word of an inline value, or the first value of a
 /// boxed one. Sharing the space keeps a variable of a value up to 32 bytes within 64 bytes.
@@ -93,7 +123,8 @@ union Slot<T> {
     initial: ManuallyDrop<UnsafeCell<MaybeUninit<T>>>,
 }
 
-/// The memory layout of a `RawTVar<T>`. Variables of small values without drop glue (counters,
+/// The memory layout of a `RawTVar<T>`: the struct, then a second slot for values of up to
+/// [`SECOND_SLOT_MAX`] bytes. Variables of small values without drop glue (counters,
 /// balances, flags: what threads tend to share and write) each get a cache line of their own,
 /// so that writers of neighbouring variables do not invalidate each other's lines (measured:
 /// two-thread transfers between 1,024 accounts 8% to 20% faster). Other variables keep the
@@ -101,7 +132,14 @@ union Slot<T> {
 /// one, and structures that create a variable per element (queues, trees) create many.
 /// Computed from `size_of` and `needs_drop` only, so every place that frees a variable agrees.
 fn layout<T>() -> std::alloc::Layout {
-    let natural = std::alloc::Layout::new::<RawTVar<T>>();
+    let mut natural = std::alloc::Layout::new::<RawTVar<T>>();
+    if has_second_slot::<T>() {
+        let (extended, offset) = natural
+            .extend(std::alloc::Layout::new::<T>())
+            .expect("a variable with two slots fits in memory");
+        debug_assert_eq!(offset, second_offset::<T>());
+        natural = extended.pad_to_align();
+    }
     if size_of::<T>() <= size_of::<Words>() && !std::mem::needs_drop::<T>() {
         natural
             .align_to(64)
@@ -119,7 +157,7 @@ fn layout<T>() -> std::alloc::Layout {
 /// The variable is dead (its lock taken for good) and its value is not used again.
 unsafe fn drop_boxed<T>(raw: &RawTVar<T>) {
     let ptr = raw.value.load(Ordering::Relaxed);
-    if ptr == raw.slot_ptr() {
+    if raw.slot_index(ptr).is_some() {
         // SAFETY: the slot holds the current value (invariant on `RawTVar`), dropped
         // once, here; the memory goes with the variable.
         unsafe { std::ptr::drop_in_place(ptr) };
@@ -148,7 +186,7 @@ unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
     let replaced = raw.header.lock.try_kill()?;
     // SAFETY: the count is zero, so nobody dereferences the current value again (invariant on
     // `RawTVar`), and nobody can publish another: the lock is ours for good.
-    if raw.flags.load(Ordering::Relaxed) & INLINE == 0 {
+    if raw.flags[0].load(Ordering::Relaxed) & INLINE == 0 {
         // (Inline values own nothing: their words are plain integers.)
         // SAFETY: as above.
         unsafe { drop_boxed(raw) };
@@ -196,10 +234,35 @@ impl<T> RawTVar<T> {
         &self.header
     }
 
-    /// The address of the value slot (meaningful for boxed variables).
+    /// The address of value slot `i` (meaningful for boxed variables; slot 1 only if
+    /// [`has_second_slot`]).
+    ///
+    /// Slot 1 lies past the struct, in the same allocation: its address is derived from
+    /// `self`'s, like the struct's fields from a `*const Header` (a pointer to the start of
+    /// the allocation serves the whole of it).
     #[inline]
-    fn slot_ptr(&self) -> *mut T {
-        std::ptr::addr_of!(self.slot).cast::<T>().cast_mut()
+    fn slot_ptr(&self, i: usize) -> *mut T {
+        if i == 0 {
+            std::ptr::addr_of!(self.slot).cast::<T>().cast_mut()
+        } else {
+            std::ptr::from_ref(self)
+                .cast::<u8>()
+                .wrapping_add(second_offset::<T>())
+                .cast::<T>()
+                .cast_mut()
+        }
+    }
+
+    /// Which slot `ptr` is, if it is one (a boxed variable's value pointer).
+    #[inline]
+    fn slot_index(&self, ptr: *mut T) -> Option<usize> {
+        if ptr == self.slot_ptr(0) {
+            Some(0)
+        } else if has_second_slot::<T>() && ptr == self.slot_ptr(1) {
+            Some(1)
+        } else {
+            None
+        }
     }
 
     /// The second word of an inline value.
@@ -293,82 +356,88 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         debug_assert!(self.header.lock.load().is_locked());
         // Only the lock holder stores, so a plain load + store is enough (no swap).
         let old = self.value.load(Ordering::Relaxed);
-        let slot = self.slot_ptr();
-        // `Acquire` pairs with `drop_slot`'s `Release`: the slot's last value was dropped
-        // before we write over it.
-        if old != slot && self.flags.load(Ordering::Acquire) == SLOT_FREE {
-            // The slot's last value is gone and no reader can reach the slot (its grace period
-            // passed, and `value` points elsewhere): move the new value in, next to the lock
-            // word, so that readers miss one cache line instead of two.
-            self.flags.store(0, Ordering::Relaxed);
-            // SAFETY: `new` is a value box of this `T`, handed over and not shared yet; the slot
-            // is free memory for a `T`. The value is moved bit for bit, and the box is freed
-            // without dropping it (`ManuallyDrop<T>` has `T`'s size class).
-            unsafe {
-                std::ptr::copy_nonoverlapping(new, slot, 1);
-                alloc::free_value(new.cast::<ManuallyDrop<T>>(), Some(retired.pool()));
+        let new = match self.claim_free_slot() {
+            Some(slot) => {
+                // SAFETY: `new` is a value box of this `T`, handed over and not shared yet; the
+                // slot is free memory for a `T`, claimed by us under the lock. The value is
+                // moved bit for bit, and the box is freed without dropping it
+                // (`ManuallyDrop<T>` has `T`'s size class).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(new, slot, 1);
+                    alloc::free_value(new.cast::<ManuallyDrop<T>>(), Some(retired.pool()));
+                }
+                slot
             }
-            self.value.store(slot, Ordering::Release);
-            // SAFETY: `old` was the published box (invariant), unlinked under the lock just
-            // now, so nobody else retires it; `drop_pending` frees a value box of this `T`.
-            unsafe {
-                retired.push(
-                    guard,
-                    Retired {
-                        ptr: old.cast(),
-                        free: Self::drop_pending,
-                    },
-                );
-            }
-            return;
-        }
+            None => new,
+        };
         self.value.store(new, Ordering::Release);
-        let old = if old == slot {
-            // The slot is part of the variable: its memory must outlive the slot's
-            // grace period, so the retired slot holds a count of its own.
-            if self.header.refs.fetch_add(1, Ordering::Relaxed) == 0 {
-                // No handle is left: the variable died while this commit held its lock (its
-                // last handle went on another thread, or in one of this commit's
-                // `while_committing` hooks), and its burial waits for the lock. Nobody
-                // dereferences the value of a variable without a handle, so the slot's value is
-                // dropped now; the burial drops `new`.
-                self.header.refs.store(0, Ordering::Relaxed);
-                // SAFETY: the slot held the published value, now unlinked and unreachable.
-                unsafe { std::ptr::drop_in_place(old) };
-                return;
+        let old = match self.slot_index(old) {
+            Some(i) => {
+                // The slot is part of the variable: its memory must outlive the slot's
+                // grace period, so the retired slot holds a count of its own.
+                if self.header.refs.fetch_add(1, Ordering::Relaxed) == 0 {
+                    // No handle is left: the variable died while this commit held its lock
+                    // (its last handle went on another thread, or in one of this commit's
+                    // `while_committing` hooks), and its burial waits for the lock. Nobody
+                    // dereferences the value of a variable without a handle, so the slot's
+                    // value is dropped now; the burial drops `new`.
+                    self.header.refs.store(0, Ordering::Relaxed);
+                    // SAFETY: the slot held the published value, now unlinked and unreachable.
+                    unsafe { std::ptr::drop_in_place(old) };
+                    return;
+                }
+                Retired {
+                    ptr: std::ptr::from_ref(self).cast_mut().cast(),
+                    free: if i == 0 {
+                        Self::drop_slot::<0>
+                    } else {
+                        Self::drop_slot::<1>
+                    },
+                }
             }
-            Retired {
-                ptr: std::ptr::from_ref(self).cast_mut().cast(),
-                free: Self::drop_slot,
-            }
-        } else {
-            Retired {
+            None => Retired {
                 ptr: old.cast(),
                 free: Self::drop_pending,
-            }
+            },
         };
         // SAFETY: `old` was the published value (invariant on `RawTVar`), just unlinked under
         // the lock, so nobody else retires it; `drop_pending` frees a value box of this `T`,
-        // `drop_slot` the slot; `T: Send`.
+        // `drop_slot::<i>` slot `i`; `T: Send`.
         unsafe { retired.push(guard, old) };
     }
 
-    /// Drops the value of a replaced slot after its grace period, marks the slot free, then
+    /// A free slot, taken out of the free state, if there is one: slot 0 first, the nearer to
+    /// the lock word. The caller holds the lock and fills the slot before it unlocks.
+    #[inline]
+    fn claim_free_slot(&self) -> Option<*mut T> {
+        let slots = if has_second_slot::<T>() { 2 } else { 1 };
+        (0..slots).find_map(|i| {
+            // `Acquire` pairs with `drop_slot`'s `Release`: the slot's last value was dropped
+            // before we write over it. A free slot is not current (`value` points elsewhere),
+            // and only the lock holder leaves the free state, so a plain store claims it.
+            (self.flags[i].load(Ordering::Acquire) == SLOT_FREE).then(|| {
+                self.flags[i].store(0, Ordering::Relaxed);
+                self.slot_ptr(i)
+            })
+        })
+    }
+
+    /// Drops the value of replaced slot `I` after its grace period, marks the slot free, then
     /// gives up the count the slot held.
     ///
     /// # Safety
     ///
-    /// `raw` is this `RawTVar<T>`, whose slot was replaced by `publish` (which took the
+    /// `raw` is this `RawTVar<T>`, whose slot `I` was replaced by `publish` (which took the
     /// count) and whose grace period has passed; called once.
-    unsafe fn drop_slot(raw: *mut (), _: Option<&mut Pool>) {
+    unsafe fn drop_slot<const I: usize>(raw: *mut (), _: Option<&mut Pool>) {
         let raw = raw.cast::<RawTVar<T>>();
         // SAFETY: the slot's count keeps the variable allocated; the slot holds the value it
         // was retired with, unreachable since its grace period passed; dropped once, here.
-        unsafe { std::ptr::drop_in_place((*raw).slot_ptr()) };
+        unsafe { std::ptr::drop_in_place((*raw).slot_ptr(I)) };
         // The slot may take a value again; `Release` orders the drop before the next commit's
         // write into it. (On a dead variable nobody looks.)
         // SAFETY: still allocated (the slot's count, given up just below).
-        unsafe { (*raw).flags.store(SLOT_FREE, Ordering::Release) };
+        unsafe { (*raw).flags[I].store(SLOT_FREE, Ordering::Release) };
         // SAFETY: the count taken by `publish` for the slot, given up once.
         unsafe { release(NonNull::new_unchecked(raw)) };
     }
@@ -447,7 +516,15 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
                     refs: AtomicUsize::new(1),
                 },
                 value: AtomicPtr::new(std::ptr::null_mut()),
-                flags: AtomicUsize::new(if inline { INLINE } else { 0 }),
+                flags: [
+                    AtomicU32::new(if inline { INLINE } else { 0 }),
+                    // A boxed variable's second slot starts free: its first write lands there.
+                    AtomicU32::new(if !inline && has_second_slot::<T>() {
+                        SLOT_FREE
+                    } else {
+                        0
+                    }),
+                ],
                 slot: if inline {
                     Slot {
                         extra: ManuallyDrop::new(AtomicUsize::new(0)),
@@ -471,7 +548,7 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
             // SAFETY: `T` is inline, so `slot` was made as `extra` just above.
             unsafe { raw.extra() }.store(words[1], Ordering::Relaxed);
         } else {
-            let slot = raw.slot_ptr();
+            let slot = raw.slot_ptr(0);
             // SAFETY: the slot is ours alone (the variable is not shared yet), sized and
             // aligned for a `T` (the union's `initial` field, made just above).
             unsafe { slot.write(value) };
@@ -657,29 +734,10 @@ mod tests {
     use super::*;
     use crate::raw::clock;
 
-    /// The points to check in the slot's life: a replaced slot waits out its grace period, then
-    /// the next commit moves its value into it, and the box it came in goes back to the pool.
-    #[test]
-    fn a_free_slot_takes_the_next_value_and_a_slot_in_grace_does_not() {
-        let handle = TVarHandle::new(vec![0_u64; 3]);
-        let raw = handle.raw();
-        let mut retired = Recycler::default();
-        assert_eq!(
-            raw.load_value(),
-            raw.slot_ptr(),
-            "the first value is in the slot"
-        );
-        handle.store(vec![1; 3], clock::global(), &mut retired);
-        assert_ne!(raw.load_value(), raw.slot_ptr(), "the slot is in grace");
-        handle.store(vec![2; 3], clock::global(), &mut retired);
-        assert_ne!(
-            raw.load_value(),
-            raw.slot_ptr(),
-            "a slot in grace takes no value"
-        );
-        // Let the grace period pass: hand the batch to the epoch, advance it, reclaim.
+    /// Lets the grace periods of everything `retired` holds pass, until slot `i` is free.
+    fn wait_until_free<T>(raw: &RawTVar<T>, i: usize, retired: &mut Recycler) {
         let mut rounds = 0;
-        while raw.flags.load(Ordering::Acquire) != SLOT_FREE {
+        while raw.flags[i].load(Ordering::Acquire) != SLOT_FREE {
             rounds += 1;
             assert!(rounds < 10_000, "the slot's grace period never ended");
             let guard = reclaim::pin();
@@ -689,15 +747,54 @@ mod tests {
             retired.reclaim();
             std::thread::yield_now();
         }
+    }
+
+    /// The points to check in the slots' life: the first write goes to the second slot; a
+    /// replaced slot waits out its grace period (the write meanwhile goes to a box), then the
+    /// next commit moves its value into it, and the box it came in goes back to the pool.
+    #[test]
+    fn a_free_slot_takes_the_next_value_and_a_slot_in_grace_does_not() {
+        let handle = TVarHandle::new(vec![0_u64; 3]);
+        let raw = handle.raw();
+        let mut retired = Recycler::default();
+        let value_at = |raw: &RawTVar<Vec<u64>>| raw.slot_index(raw.load_value());
+        assert_eq!(value_at(raw), Some(0), "the first value is in slot 0");
+        handle.store(vec![1; 3], clock::global(), &mut retired);
+        assert_eq!(value_at(raw), Some(1), "the second slot starts free");
+        handle.store(vec![2; 3], clock::global(), &mut retired);
+        assert_eq!(value_at(raw), None, "a slot in grace takes no value");
+        assert_eq!(handle.load_with(Clone::clone), vec![2; 3]);
+        wait_until_free(raw, 0, &mut retired);
         handle.store(vec![3; 3], clock::global(), &mut retired);
-        assert_eq!(
-            raw.load_value(),
-            raw.slot_ptr(),
-            "a free slot takes the value"
-        );
+        assert_eq!(value_at(raw), Some(0), "a free slot takes the value");
         assert_eq!(handle.load_with(Clone::clone), vec![3; 3]);
+        wait_until_free(raw, 1, &mut retired);
         handle.store(vec![4; 3], clock::global(), &mut retired);
-        assert_ne!(raw.load_value(), raw.slot_ptr());
+        assert_eq!(
+            value_at(raw),
+            Some(1),
+            "writes alternate between free slots"
+        );
         assert_eq!(handle.load_with(Clone::clone), vec![4; 3]);
+        handle.store(vec![5; 3], clock::global(), &mut retired);
+        assert_ne!(value_at(raw), Some(1));
+        assert_eq!(handle.load_with(Clone::clone), vec![5; 3]);
+    }
+
+    /// A variable of a value larger than `SECOND_SLOT_MAX` has one slot: its first write goes
+    /// to a box, and the slot takes a value again once free.
+    #[test]
+    fn a_large_value_has_one_slot() {
+        let handle = TVarHandle::new([String::new(), String::new(), String::new()]);
+        assert!(size_of::<[String; 3]>() > SECOND_SLOT_MAX);
+        let raw = handle.raw();
+        let mut retired = Recycler::default();
+        let big = |s: &str| [s.to_owned(), s.to_owned(), s.to_owned()];
+        handle.store(big("a"), clock::global(), &mut retired);
+        assert_eq!(raw.slot_index(raw.load_value()), None);
+        wait_until_free(raw, 0, &mut retired);
+        handle.store(big("b"), clock::global(), &mut retired);
+        assert_eq!(raw.slot_index(raw.load_value()), Some(0));
+        assert_eq!(handle.load_with(Clone::clone), big("b"));
     }
 }
