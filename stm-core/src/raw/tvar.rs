@@ -9,20 +9,28 @@ use super::alloc::{self, Pool, Words};
 use super::parking;
 use super::reclaim::{self, Dying, Guard, Recycler, Retired};
 use super::versioned_lock::{VersionedLock, Word};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicUsize, Ordering, fence, spin_loop, yield_now};
+use crate::sync::{
+    AtomicPtr, AtomicU16, AtomicU32, AtomicUsize, Ordering, fence, spin_loop, yield_now,
+};
 
 /// The type-independent head of every raw variable. Transaction logs point at it.
 ///
 /// `#[repr(C)]` and first in [`RawTVar`], so a `*const Header` is also the address of its
 /// `RawTVar<T>`; which `T` is recorded next to every pointer that is cast back.
 ///
-/// `refs` counts the handles, plus one while the variable's initial value slot, replaced, waits
-/// for its grace period (see `RawTVar::publish`).
+/// `refs` counts the handles, plus one per value slot that, replaced, waits for its grace
+/// period (see `RawTVar::publish`). `flags` are the variable's (see [`RawTVar`]); they live
+/// here, next to the 32-bit count, so that the header takes 16 bytes and a variable's first
+/// value slot starts 24 bytes after its lock word.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Header {
     pub(crate) lock: VersionedLock,
-    refs: AtomicUsize,
+    refs: AtomicU32,
+    /// Per slot: [`SLOT_FREE`] while the slot holds no value (its last one was dropped after
+    /// its grace period), so that the next commit may move its value in (see the invariants
+    /// of [`RawTVar`]). `flags[0]` is [`INLINE`] for inline variables, set once.
+    flags: [AtomicU16; 2],
 }
 
 impl Header {
@@ -50,18 +58,18 @@ impl Header {
 ///   *current* (`value` points to it; the first value starts in slot 0), *in grace*
 ///   (replaced, retired; the variable's memory is held by one count in `refs` per slot in
 ///   grace until `drop_slot` drops the value after its grace period), or *free*
-///   (`flags[i] == SLOT_FREE`: it holds no value, and no reader can reach it, since its grace
-///   period passed while `value` pointed elsewhere; slot 1 starts free). Only `drop_slot` makes
-///   a slot free (`Release`, after the drop), and only a commit holding the lock fills it
-///   again (`Acquire` load of its flag, then a bitwise move of the new value out of its
-///   unshared box), so the states follow each other in this order and a value in a slot is
-///   never overwritten while readable. The two slots go through their states independently
+///   (`header.flags[i] == SLOT_FREE`: it holds no value, and no reader can reach it, since its
+///   grace period passed while `value` pointed elsewhere; slot 1 starts free). Only
+///   `drop_slot` makes a slot free (`Release`, after the drop), and only a commit holding the
+///   lock fills it again (`Acquire` load of its flag, then a bitwise move of the new value out
+///   of its unshared box), so the states follow each other in this order and a value in a
+///   slot is never overwritten while readable. The two slots go through their states independently
 ///   (each has its own flag word, so `drop_slot` of one and a commit filling the other never
 ///   write the same atomic). A variable whose values are written once in a while thus keeps
 ///   its value next to its lock word: a write goes to whichever slot is free, and readers miss
 ///   one line (or two neighbours) instead of two apart.
-/// - `flags[0]` is `INLINE` for inline variables, set at creation and never changed; they never
-///   use the slots' states (`flags[1]` stays 0).
+/// - `header.flags[0]` is `INLINE` for inline variables, set at creation and never changed; they
+///   never use the slots' states (`header.flags[1]` stays 0).
 /// - **Inline** (`alloc::is_inline::<T>()`): `slot` is `extra`. The address of `value` (no
 ///   provenance) and `extra` are the two words of the last committed value
 ///   (`alloc::to_words`). They change only while `header.lock` is held, each by a `Release`
@@ -81,17 +89,13 @@ impl Header {
 pub(crate) struct RawTVar<T> {
     header: Header,
     value: AtomicPtr<T>,
-    /// Per slot: [`SLOT_FREE`] while the slot holds no value (its last one was dropped after its
-    /// grace period), so that the next commit may move its value in (see the invariants).
-    /// `flags[0]` is [`INLINE`] for inline variables, set once.
-    flags: [AtomicU32; 2],
     slot: Slot<T>,
 }
 
-/// `RawTVar::flags[0]`: the variable is inline (never changes).
-const INLINE: u32 = 1;
-/// `RawTVar::flags[i]`: a boxed variable's slot `i` is free.
-const SLOT_FREE: u32 = 2;
+/// `Header::flags[0]`: the variable is inline (never changes).
+const INLINE: u16 = 1;
+/// `Header::flags[i]`: a boxed variable's slot `i` is free.
+const SLOT_FREE: u16 = 2;
 
 /// The largest value (in bytes) whose variables get a second slot. A value written now and
 /// then alternates between the two slots instead of between the slot and a box elsewhere
@@ -116,7 +120,7 @@ const fn second_offset<T>() -> usize {
 }
 
 /// The last field of a variable: the second word of an inline value, or the first value of a
-/// boxed one. Sharing the space keeps a variable of a value up to 32 bytes within 64 bytes.
+/// boxed one. Sharing the space keeps a variable of a value up to 40 bytes within 64 bytes.
 #[repr(C)]
 union Slot<T> {
     extra: ManuallyDrop<AtomicUsize>,
@@ -186,7 +190,7 @@ unsafe fn kill<T>(ptr: *mut ()) -> Option<Retired> {
     let replaced = raw.header.lock.try_kill()?;
     // SAFETY: the count is zero, so nobody dereferences the current value again (invariant on
     // `RawTVar`), and nobody can publish another: the lock is ours for good.
-    if raw.flags[0].load(Ordering::Relaxed) & INLINE == 0 {
+    if raw.header.flags[0].load(Ordering::Relaxed) & INLINE == 0 {
         // (Inline values own nothing: their words are plain integers.)
         // SAFETY: as above.
         unsafe { drop_boxed(raw) };
@@ -415,8 +419,8 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
             // `Acquire` pairs with `drop_slot`'s `Release`: the slot's last value was dropped
             // before we write over it. A free slot is not current (`value` points elsewhere),
             // and only the lock holder leaves the free state, so a plain store claims it.
-            (self.flags[i].load(Ordering::Acquire) == SLOT_FREE).then(|| {
-                self.flags[i].store(0, Ordering::Relaxed);
+            (self.header.flags[i].load(Ordering::Acquire) == SLOT_FREE).then(|| {
+                self.header.flags[i].store(0, Ordering::Relaxed);
                 self.slot_ptr(i)
             })
         })
@@ -437,7 +441,7 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
         // The slot may take a value again; `Release` orders the drop before the next commit's
         // write into it. (On a dead variable nobody looks.)
         // SAFETY: still allocated (the slot's count, given up just below).
-        unsafe { (*raw).flags[I].store(SLOT_FREE, Ordering::Release) };
+        unsafe { (*raw).header.flags[I].store(SLOT_FREE, Ordering::Release) };
         // SAFETY: the count taken by `publish` for the slot, given up once.
         unsafe { release(NonNull::new_unchecked(raw)) };
     }
@@ -513,18 +517,19 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
             memory.write(RawTVar {
                 header: Header {
                     lock: VersionedLock::new(0),
-                    refs: AtomicUsize::new(1),
+                    refs: AtomicU32::new(1),
+                    flags: [
+                        AtomicU16::new(if inline { INLINE } else { 0 }),
+                        // A boxed variable's second slot starts free: its first write lands
+                        // there.
+                        AtomicU16::new(if !inline && has_second_slot::<T>() {
+                            SLOT_FREE
+                        } else {
+                            0
+                        }),
+                    ],
                 },
                 value: AtomicPtr::new(std::ptr::null_mut()),
-                flags: [
-                    AtomicU32::new(if inline { INLINE } else { 0 }),
-                    // A boxed variable's second slot starts free: its first write lands there.
-                    AtomicU32::new(if !inline && has_second_slot::<T>() {
-                        SLOT_FREE
-                    } else {
-                        0
-                    }),
-                ],
                 slot: if inline {
                     Slot {
                         extra: ManuallyDrop::new(AtomicUsize::new(0)),
@@ -695,8 +700,9 @@ impl<T> TVarHandle<T> {
 impl<T> Clone for TVarHandle<T> {
     fn clone(&self) -> Self {
         let old = self.raw().header.refs.fetch_add(1, Ordering::Relaxed);
-        // Like `Arc`: an overflowing count would free the variable while in use.
-        if old > isize::MAX as usize {
+        // Like `Arc`: an overflowing count would free the variable while in use. The count is
+        // 32 bits wide: more than 2^31 handles of one variable abort the process.
+        if old > i32::MAX as u32 {
             std::process::abort();
         }
         Self {
@@ -737,7 +743,7 @@ mod tests {
     /// Lets the grace periods of everything `retired` holds pass, until slot `i` is free.
     fn wait_until_free<T>(raw: &RawTVar<T>, i: usize, retired: &mut Recycler) {
         let mut rounds = 0;
-        while raw.flags[i].load(Ordering::Acquire) != SLOT_FREE {
+        while raw.header.flags[i].load(Ordering::Acquire) != SLOT_FREE {
             rounds += 1;
             assert!(rounds < 10_000, "the slot's grace period never ended");
             let guard = reclaim::pin();
