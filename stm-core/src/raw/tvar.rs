@@ -120,7 +120,8 @@ const fn second_offset<T>() -> usize {
 }
 
 /// The last field of a variable: the second word of an inline value, or the first value of a
-/// boxed one. Sharing the space keeps a variable of a value up to 40 bytes within 64 bytes.
+/// boxed one. Sharing the space keeps the struct of a value up to 40 bytes within 64 bytes
+/// (a second slot follows it for values up to [`SECOND_SLOT_MAX`] bytes).
 #[repr(C)]
 union Slot<T> {
     extra: ManuallyDrop<AtomicUsize>,
@@ -415,15 +416,16 @@ impl<T: Send + Sync + 'static> RawTVar<T> {
     #[inline]
     fn claim_free_slot(&self) -> Option<*mut T> {
         let slots = if has_second_slot::<T>() { 2 } else { 1 };
-        (0..slots).find_map(|i| {
+        for i in 0..slots {
             // `Acquire` pairs with `drop_slot`'s `Release`: the slot's last value was dropped
             // before we write over it. A free slot is not current (`value` points elsewhere),
             // and only the lock holder leaves the free state, so a plain store claims it.
-            (self.header.flags[i].load(Ordering::Acquire) == SLOT_FREE).then(|| {
+            if self.header.flags[i].load(Ordering::Acquire) == SLOT_FREE {
                 self.header.flags[i].store(0, Ordering::Relaxed);
-                self.slot_ptr(i)
-            })
-        })
+                return Some(self.slot_ptr(i));
+            }
+        }
+        None
     }
 
     /// Drops the value of replaced slot `I` after its grace period, marks the slot free, then
