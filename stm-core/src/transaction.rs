@@ -94,6 +94,9 @@ pub struct Transaction {
     waiter: Option<Arc<Waiter>>,
     counters: Arc<Counters>,
     hints: Hints,
+    /// Set when a hook is registered, cleared when the attempt ends: while it is `false`,
+    /// every hook list is empty, so the run loop tests this one flag instead of five lists.
+    hooked: bool,
 }
 
 impl fmt::Debug for Transaction {
@@ -132,6 +135,7 @@ impl Transaction {
             waiter: None,
             counters: Counters::register(),
             hints: Hints::default(),
+            hooked: false,
         }
     }
 
@@ -139,14 +143,7 @@ impl Transaction {
     #[inline]
     fn clear(&mut self) {
         self.raw.reset();
-        // One test for the common case of no hooks at all.
-        if self.before.len()
-            | self.after.len()
-            | self.committing.len()
-            | self.rollback.len()
-            | self.rolled_back.len()
-            != 0
-        {
+        if self.hooked {
             self.clear_hooks();
         }
     }
@@ -159,6 +156,7 @@ impl Transaction {
         self.committing.clear();
         self.rollback.clear();
         self.rolled_back.clear();
+        self.hooked = false;
     }
 
     /// The `after_rollback` hooks to run now that the attempt ends without committing: those
@@ -277,6 +275,7 @@ impl Transaction {
     /// assert_eq!(seat.read_atomic(), Some(12));
     /// ```
     pub fn after_rollback(&mut self, f: impl FnOnce() + 'static) {
+        self.hooked = true;
         self.rollback.push(Box::new(f));
     }
 
@@ -375,6 +374,7 @@ impl Transaction {
     /// assert_eq!(count.read_atomic(), 3);
     /// ```
     pub fn before_commit(&mut self, f: impl FnOnce(&mut Transaction) -> StmResult<()> + 'static) {
+        self.hooked = true;
         self.before.push(Some(Box::new(f)));
     }
 
@@ -407,6 +407,7 @@ impl Transaction {
     /// assert_eq!(events.recv().unwrap(), 1);
     /// ```
     pub fn after_commit(&mut self, f: impl FnOnce() + 'static) {
+        self.hooked = true;
         self.after.push(Box::new(f));
     }
 
@@ -457,6 +458,7 @@ impl Transaction {
     /// assert!(log.windows(2).all(|w| w[0].0 < w[1].0)); // versions increase
     /// ```
     pub fn while_committing(&mut self, f: impl FnOnce(CommitVersion) + 'static) {
+        self.hooked = true;
         self.committing.push(Box::new(f));
     }
 
@@ -551,7 +553,7 @@ impl Drop for Session {
     #[inline]
     fn drop(&mut self) {
         if let Some(mut tx) = self.tx.take() {
-            if !(tx.rollback.is_empty() && tx.rolled_back.is_empty()) {
+            if tx.hooked && !(tx.rollback.is_empty() && tx.rolled_back.is_empty()) {
                 // Left over only when a panic ends the attempt: its rollback hooks run now,
                 // before the panic propagates, outside the transaction.
                 return give_back_unwinding(tx);
@@ -816,12 +818,12 @@ pub(crate) fn run_with<T, E>(
             tx.raw.begin();
         }
         let outcome = f(tx).and_then(|v| {
-            if !tx.before.is_empty() {
+            if tx.hooked && !tx.before.is_empty() {
                 tx.run_before_commit()?;
             }
             // Read-only transactions are already committed: every read was checked against the
             // snapshot when it was made.
-            if tx.raw.has_writes() || !tx.committing.is_empty() {
+            if tx.raw.has_writes() || (tx.hooked && !tx.committing.is_empty()) {
                 if !tx.raw.logs_reads() {
                     // Ordered hooks serialize a read-only commit by validating its read set.
                     tx.raw.require_log();
@@ -831,7 +833,7 @@ pub(crate) fn run_with<T, E>(
                 if serial.is_none() {
                     yield_to_starving();
                 }
-                let committed = if tx.committing.is_empty() {
+                let committed = if !tx.hooked || tx.committing.is_empty() {
                     tx.raw.commit()
                 } else {
                     let mut hooks = std::mem::take(&mut tx.committing);
@@ -863,6 +865,9 @@ pub(crate) fn run_with<T, E>(
         match outcome {
             Ok(v) => {
                 tx.counters.commit();
+                if !tx.hooked {
+                    return Ok(v);
+                }
                 // Hooks of scopes that are part of this commit never run.
                 if !tx.rollback.is_empty() {
                     tx.rollback.clear();

@@ -416,6 +416,8 @@ fn cold_path_hint() {}
 /// - `index` is either empty or maps the address of every entry of `writes` to its position.
 /// - `rv_bound` is `Word::readable_bound(rv)`; `unlogged_limit` is `0` while `log_reads`, and
 ///   `rv_bound + 1` otherwise (a read that passes it may skip the write set and the read set).
+/// - `extras` is `true` whenever `undo`, `opacity_reads`, `commutes` or the arena is non-empty,
+///   `fold_memo` is `Some`, or `nest`, `nest_undo` or `nest_commutes` is non-zero.
 /// - Undo entries' indexes are below the `nest` mark that was current when they were pushed, so
 ///   they stay in bounds until that nesting level is left. Undo entries below `nest_undo`
 ///   point below `nest`; `rollback_var` relies on this when it removes an entry.
@@ -468,6 +470,10 @@ pub(crate) struct RawTx {
     /// Reads recorded for opacity only ([`read_opacity_only`](Self::read_opacity_only)):
     /// validated when the snapshot moves and waited on by `retry`, not validated at commit.
     opacity_reads: Vec<ReadEntry>,
+    /// Set when the attempt uses a rarely used part of the log (`undo`, `opacity_reads`,
+    /// `commutes`, `fold_memo`, `arena`, a nested scope), cleared by `reset`: while it is
+    /// `false` those parts are empty, so `reset` tests this one flag instead of each of them.
+    extras: bool,
 }
 
 impl RawTx {
@@ -496,6 +502,7 @@ impl RawTx {
             scratch: Vec::new(),
             arena: Arena::default(),
             retired: Recycler::default(),
+            extras: false,
         }
     }
 
@@ -777,6 +784,7 @@ impl RawTx {
             return Ok(self.read_committed(raw, RawTVar::load_value)?);
         };
         // An inline value is words, not a `T` in memory: lend a copy that lives as long.
+        self.extras = true;
         Ok(self.arena.push(words).cast::<T>())
     }
 
@@ -844,6 +852,7 @@ impl RawTx {
         if self.reads.len() > recorded
             && let Some(entry) = self.reads.pop()
         {
+            self.extras = true;
             self.opacity_reads.push(entry);
         }
         Ok(value)
@@ -927,6 +936,7 @@ impl RawTx {
         if fresh {
             self.fold_memo = None;
             let value = self.fold_commutes(header, start)?;
+            self.extras = true;
             self.fold_memo = Some(FoldMemo {
                 header,
                 base: base.cast(),
@@ -1244,6 +1254,7 @@ impl RawTx {
                 self.index_new_entry(header, index);
             }
         }
+        self.extras = true;
         self.commutes.push(Commute {
             header,
             op: Box::new(TypedCommute {
@@ -1343,6 +1354,7 @@ impl RawTx {
             outer_nest_undo: self.nest_undo,
             outer_nest_commutes: self.nest_commutes,
         };
+        self.extras = true;
         self.nest = self.writes.len();
         self.nest_undo = self.undo.len();
         self.nest_commutes = self.commutes.len();
@@ -1841,27 +1853,14 @@ impl RawTx {
     /// Ends the attempt: drops pending values, clears the logs, unpins.
     #[inline]
     pub(crate) fn reset(&mut self) {
-        if !self.undo.is_empty() {
-            self.drop_undo(0);
+        if self.extras {
+            // Before the writes: an undo entry may hold the older value of a write entry.
+            self.reset_extras();
         }
         if !self.writes.is_empty() {
             self.truncate_writes(0);
         }
         self.reads.clear();
-        if !self.opacity_reads.is_empty() {
-            self.opacity_reads.clear();
-        }
-        self.arena.clear();
-        if !self.commutes.is_empty() {
-            self.commutes.clear();
-            self.commutes_cut += 1;
-        }
-        if self.fold_memo.is_some() {
-            self.fold_memo = None;
-        }
-        self.nest = 0;
-        self.nest_undo = 0;
-        self.nest_commutes = 0;
         self.guard = None;
         if self.reads.capacity() > KEEP_CAPACITY {
             self.reads.shrink_to(KEEP_CAPACITY / 16);
@@ -1870,6 +1869,24 @@ impl RawTx {
             self.writes.shrink_to(KEEP_CAPACITY / 16);
             self.index.shrink_to(KEEP_CAPACITY / 16);
         }
+    }
+
+    /// The part of [`reset`](Self::reset) for the parts of the log that `extras` covers.
+    #[cold]
+    #[inline(never)]
+    fn reset_extras(&mut self) {
+        self.drop_undo(0);
+        self.opacity_reads.clear();
+        self.arena.clear();
+        if !self.commutes.is_empty() {
+            self.commutes.clear();
+            self.commutes_cut += 1;
+        }
+        self.fold_memo = None;
+        self.nest = 0;
+        self.nest_undo = 0;
+        self.nest_commutes = 0;
+        self.extras = false;
     }
 }
 
