@@ -416,3 +416,25 @@ fn rollback_keeps_inner_scopes_undo_entries_pointing_at_their_variables() {
     });
     assert_eq!(r, (0, 0, 5));
 }
+
+#[test]
+fn a_panic_inside_a_nested_scope_leaves_the_next_transaction_at_the_top_level() {
+    let (a, b) = (TVar::new(0), TVar::new(0));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        atomically(|tx| {
+            a.write(tx, 1)?;
+            let _: Result<(), ()> = tx.nested(|_| panic!("inside the scope"))?;
+            Ok(())
+        })
+    }));
+    assert_eq!(panic_message(r.unwrap_err()), "inside the scope");
+    // The thread's next transaction has no open scope: a rollback undoes every write of the
+    // attempt, not only those since a scope that the panic left behind.
+    let rolled = atomically(|tx| {
+        b.write(tx, 5)?;
+        b.write(tx, 6)?;
+        b.rollback(tx)
+    });
+    assert_eq!(rolled, 0);
+    assert_eq!((a.read_atomic(), b.read_atomic()), (0, 0));
+}

@@ -94,8 +94,9 @@ pub struct Transaction {
     waiter: Option<Arc<Waiter>>,
     counters: Arc<Counters>,
     hints: Hints,
-    /// Set when a hook is registered, cleared when the attempt ends: while it is `false`,
-    /// every hook list is empty, so the run loop tests this one flag instead of five lists.
+    /// Set when a hook is registered, cleared with the hook lists (`clear_hooks`): while it is
+    /// `false`, every hook list is empty, so the run loop tests this one flag instead of five
+    /// lists. It may stay set over lists emptied otherwise (a `retry` drops the hooks).
     hooked: bool,
 }
 

@@ -536,9 +536,14 @@ impl RawTx {
     fn begin_with(&mut self, log_reads: bool) {
         debug_assert!(
             self.reads.is_empty()
-                && self.opacity_reads.is_empty()
                 && self.writes.is_empty()
+                && !self.extras
+                && self.opacity_reads.is_empty()
                 && self.undo.is_empty()
+                && self.commutes.is_empty()
+                && self.fold_memo.is_none()
+                && (self.nest, self.nest_undo, self.nest_commutes) == (0, 0, 0),
+            "an attempt begins with an empty log at the top level"
         );
         self.retired.reclaim();
         if log_reads {
@@ -1354,6 +1359,7 @@ impl RawTx {
             outer_nest_undo: self.nest_undo,
             outer_nest_commutes: self.nest_commutes,
         };
+        // A scope that a panic leaves open is closed by `reset`, which needs the flag for it.
         self.extras = true;
         self.nest = self.writes.len();
         self.nest_undo = self.undo.len();
