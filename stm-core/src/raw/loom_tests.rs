@@ -205,6 +205,33 @@ fn loom_a_commute_racing_a_write_loses_neither() {
     });
 }
 
+/// Two transactions commuting two variables in opposite orders: a commit waits for a commute's
+/// lock instead of giving up, so both commit only because commits lock in address order (in
+/// write-set order, each may hold one lock and wait for the other's forever).
+#[test]
+fn loom_commutes_in_opposite_orders_both_commit() {
+    model(|| {
+        let x = TVarHandle::new(0_i64);
+        let y = TVarHandle::new(0_i64);
+        let (x2, y2) = (x.clone(), y.clone());
+        let t = thread::spawn(move || {
+            commit_loop(|tx| {
+                tx.commute(&y2, |v| v + 1).unwrap();
+                tx.commute(&x2, |v| v + 1).unwrap();
+                Ok(())
+            })
+        });
+        commit_loop(|tx| {
+            thread::yield_now();
+            tx.commute(&x, |v| v + 1).unwrap();
+            tx.commute(&y, |v| v + 1).unwrap();
+            Ok(())
+        });
+        t.join().unwrap();
+        assert_eq!((x.load_with(|v| *v), y.load_with(|v| *v)), (2, 2));
+    });
+}
+
 #[test]
 fn loom_reading_a_commuted_variable_is_validated() {
     model(|| {

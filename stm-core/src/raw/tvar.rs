@@ -31,6 +31,9 @@ pub(crate) struct Header {
     /// its grace period), so that the next commit may move its value in (see the invariants
     /// of [`RawTVar`]). `flags[0]` is [`INLINE`] for inline variables, set once.
     flags: [AtomicU16; 2],
+    /// Under loom, the variable's place in creation order (see [`Header::lock_key`]).
+    #[cfg(stm_loom)]
+    serial: usize,
 }
 
 impl Header {
@@ -38,7 +41,21 @@ impl Header {
     pub(crate) fn addr(&self) -> usize {
         self as *const Header as usize
     }
+
+    /// The key a commit with commutes locks its write set in order of
+    /// (`RawTx::lock_in_address_order`): the address. Under loom, the creation order instead:
+    /// a model must behave the same in every execution, and addresses can change order.
+    pub(crate) fn lock_key(&self) -> usize {
+        #[cfg(stm_loom)]
+        return self.serial;
+        #[cfg(not(stm_loom))]
+        self.addr()
+    }
 }
+
+/// Under loom, the serial number of the next variable (a plain atomic: not part of a model).
+#[cfg(stm_loom)]
+static NEXT_SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// One transactional variable. A variable of a small plain value owns a cache line (see
 /// [`layout`]): a transaction touching it misses on one line, and neighbours never share it.
@@ -530,6 +547,8 @@ impl<T: Send + Sync + 'static> TVarHandle<T> {
                             0
                         }),
                     ],
+                    #[cfg(stm_loom)]
+                    serial: NEXT_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 },
                 value: AtomicPtr::new(std::ptr::null_mut()),
                 slot: if inline {

@@ -156,11 +156,9 @@ const READ_SPINS: u32 = 128;
 /// world every commit locks): giving up after the spins alone restarted 0.45-0.64% of the
 /// updates; with these yields, under 0.001%.
 const READ_YIELDS: u32 = 64;
-/// How many times a committer spins on a taken lock before abandoning the commit.
+/// How many times a committer spins on a taken lock before abandoning the commit (or, for a
+/// commute's lock, before it starts yielding to the holder).
 const LOCK_SPINS: u32 = 64;
-/// How many times in all a commit tries a commute's lock (spinning, then yielding) before it
-/// gives up: about a scheduler time slice or two of a holder that was preempted.
-const COMMUTE_LOCK_TRIES: u32 = 20_000;
 /// Write sets up to this size are searched linearly; larger ones get a hash index.
 const LINEAR_MAX: usize = 8;
 /// Logs that grew past this many entries are shrunk back after the transaction.
@@ -460,6 +458,9 @@ pub(crate) struct RawTx {
     commutes_cut: u64,
     /// Commit scratch: per write entry, 0, or 1 for a commute's placeholder, 2 once computed.
     commute_state: Vec<u8>,
+    /// Commit scratch of a transaction with commutes: write-set indices in address order, the
+    /// order it locks them in.
+    lock_order: Vec<usize>,
     /// Reused scratch space: addresses to wake after a commit, or to wait on.
     scratch: Vec<(usize, u64)>,
     /// Copies of inline values lent out by `Reader::read_ref`, until the attempt ends.
@@ -499,6 +500,7 @@ impl RawTx {
             commutes_cut: 0,
             nest_commutes: 0,
             commute_state: Vec::new(),
+            lock_order: Vec::new(),
             scratch: Vec::new(),
             arena: Arena::default(),
             retired: Recycler::default(),
@@ -1527,27 +1529,23 @@ impl RawTx {
         if self.writes.is_empty() && ordered.is_none() {
             return Ok(());
         }
-        if !self.commutes.is_empty() {
-            self.mark_commutes();
-        }
         let mut floor = 0;
-        for i in 0..self.writes.len() {
-            // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
-            let lock = &unsafe { &*self.writes[i].header }.lock;
-            let locked_from = match lock.try_lock() {
-                Some(word) => word,
-                None => match self.lock_contended(i) {
+        if self.commutes.is_empty() {
+            for i in 0..self.writes.len() {
+                let locked_from = match self.try_lock_entry(i) {
                     Some(word) => word,
                     None => {
                         self.unlock_unchanged(i);
                         return Err(Conflict);
                     }
-                },
-            };
-            if !locked_from.is_dead() {
-                floor = floor.max(locked_from.version());
+                };
+                if !locked_from.is_dead() {
+                    floor = floor.max(locked_from.version());
+                }
+                self.writes[i].locked_from = locked_from;
             }
-            self.writes[i].locked_from = locked_from;
+        } else {
+            floor = self.lock_in_address_order()?;
         }
         let mut sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
         let wv = self.clock.write_version(floor);
@@ -1638,11 +1636,26 @@ impl RawTx {
         Ok(())
     }
 
+    /// Takes the lock of write entry `i`: the word it replaced, or `None` if the commit must
+    /// give up (see [`lock_contended`](Self::lock_contended)).
+    #[inline]
+    fn try_lock_entry(&self, i: usize) -> Option<Word> {
+        // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
+        let lock = &unsafe { &*self.writes[i].header }.lock;
+        match lock.try_lock() {
+            Some(word) => Some(word),
+            None => self.lock_contended(i),
+        }
+    }
+
     /// Takes the lock of write entry `i` after a first `try_lock` failed: spins a little, and
     /// gives up (`None`: the commit conflicts) unless the variable turns out dead (then its
-    /// word is returned: nobody can read this write) or the entry is a commute's, which waits
-    /// longer. A commute read nothing, so waiting loses nothing; it gives up only if it seems
-    /// stuck (two commits each waiting for the other's lock).
+    /// word is returned: nobody can read this write) or the entry is a commute's placeholder,
+    /// which waits until the lock is free. A commute read nothing, so waiting loses nothing,
+    /// and it cannot wait forever: a commit with commutes locks in address order
+    /// ([`lock_in_address_order`](Self::lock_in_address_order)), so a commit waiting this way
+    /// waits for a lock above all it holds, and no cycle of such waits can close; any other
+    /// holder gives up or finishes.
     #[cold]
     #[inline(never)]
     fn lock_contended(&self, i: usize) -> Option<Word> {
@@ -1658,15 +1671,47 @@ impl RawTx {
             if word.is_dead() {
                 return Some(word);
             }
-            spins += 1;
-            if spins <= LOCK_SPINS {
+            if spins < LOCK_SPINS {
+                spins += 1;
                 spin_loop();
-            } else if patient && spins < COMMUTE_LOCK_TRIES {
+            } else if patient {
                 yield_now();
             } else {
                 return None;
             }
         }
+    }
+
+    /// Locks the write set of a transaction with commutes, in address order (so the waits of
+    /// [`lock_contended`](Self::lock_contended) cannot form a cycle), after noting which
+    /// entries are placeholders. Returns the highest version the locks replaced, or gives up
+    /// with every lock it took restored.
+    #[cold]
+    #[inline(never)]
+    fn lock_in_address_order(&mut self) -> Result<u64, Conflict> {
+        self.mark_commutes();
+        let mut order = std::mem::take(&mut self.lock_order);
+        order.clear();
+        order.extend(0..self.writes.len());
+        // SAFETY: recorded while pinned; still pinned (invariants on `RawTx`).
+        order.sort_unstable_by_key(|&i| unsafe { &*self.writes[i].header }.lock_key());
+        let mut floor = 0;
+        let mut outcome = Ok(());
+        for (k, &i) in order.iter().enumerate() {
+            let Some(locked_from) = self.try_lock_entry(i) else {
+                for &j in &order[..k] {
+                    self.unlock_entry(j);
+                }
+                outcome = Err(Conflict);
+                break;
+            };
+            if !locked_from.is_dead() {
+                floor = floor.max(locked_from.version());
+            }
+            self.writes[i].locked_from = locked_from;
+        }
+        self.lock_order = order;
+        outcome.map(|()| floor)
     }
 
     /// Computes the value of every commute placeholder from its variable's committed value
@@ -1731,14 +1776,21 @@ impl RawTx {
 
     /// Releases the locks of the first `locked` write entries, restoring their words.
     fn unlock_unchanged(&mut self, locked: usize) {
-        for entry in &self.writes[..locked] {
-            if entry.locked_from.is_dead() {
-                continue; // never ours
-            }
-            // SAFETY: pinned, so the header is valid; we took this lock in `commit` and
-            // `locked_from` is the word it replaced.
-            unsafe { (*entry.header).lock.restore(entry.locked_from) };
+        for i in 0..locked {
+            self.unlock_entry(i);
         }
+    }
+
+    /// Restores the lock word of write entry `i`, which the commit locked, unless the variable
+    /// was dead (that lock was never ours).
+    fn unlock_entry(&self, i: usize) {
+        let entry = &self.writes[i];
+        if entry.locked_from.is_dead() {
+            return;
+        }
+        // SAFETY: pinned, so the header is valid; we took this lock in `commit` and
+        // `locked_from` is the word it replaced.
+        unsafe { (*entry.header).lock.restore(entry.locked_from) };
     }
 
     /// Blocks until a variable in the read set may have changed, then resets the logs.
