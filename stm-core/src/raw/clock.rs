@@ -9,7 +9,8 @@
 //!   `wv = max(now(), newest version it overwrites) + 1` *without storing it*, so writers on
 //!   disjoint data touch no shared line;
 //! - a reader that meets a version above its snapshot moves the clock up to that version
-//!   ([`Clock::observe`], a `fetch_max` only when the clock lags), then revalidates.
+//!   ([`Clock::observe`], a `fetch_max` only when the clock lags), then revalidates; unless it
+//!   is the attempt's first read, which is taken as it is and moves nothing.
 //!
 //! The clock therefore moves only when a transaction actually meets a version from the
 //! "future", and every version is at most one above what the clock said when its writer had

@@ -1046,9 +1046,15 @@ impl RawTx {
                     self.needs_log = true;
                     return Err(Conflict);
                 }
-                // Newer than our snapshot: move the snapshot forward if nothing we read changed.
-                self.extend(pre.version())?;
-                continue;
+                if !(RECORD && self.reads.is_empty() && self.opacity_reads.is_empty()) {
+                    // Newer than our snapshot: move the snapshot forward if nothing we read
+                    // changed.
+                    self.extend(pre.version())?;
+                    continue;
+                }
+                // The attempt's first read: there is nothing to revalidate, and the snapshot
+                // need not move to accept it (`design.md`, *The clock*, R3'), so the clock is
+                // left alone. A later read newer than `rv` extends and revalidates this one.
             }
             let value = load(raw);
             if same_version(pre, lock.load()) {
