@@ -392,6 +392,44 @@ impl Hasher for AddrHasher {
 #[inline(always)]
 fn cold_path_hint() {}
 
+/// Empties a commit's write set when dropped: its entries own nothing that needs dropping
+/// once published (`WriteEntry` has no drop glue), so forgetting them is the end of a commit,
+/// and on a panic it leaks the boxes not yet published instead of dropping published ones.
+struct ForgetOnDrop<'a>(&'a mut Vec<WriteEntry>);
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Wakes the waiters of the variables a commit published, after it released every lock, so
+/// that they find the new values.
+#[cold]
+#[inline(never)]
+fn wake_written(registry: &WaitRegistry, writes: &[WriteEntry]) {
+    for entry in writes {
+        if !entry.locked_from.is_dead() && entry.locked_from.has_waiters() {
+            registry.wake(entry.header as usize);
+        }
+    }
+}
+
+/// Drops the values a commit wrote to variables that died before it locked them, after it
+/// released every lock: their destructors may let more variables die, which must not meet our
+/// locks. The published entries leave `writes` first, and `drain` takes each remaining one
+/// out before dropping its value, so each is dropped once even if a destructor panics.
+#[cold]
+#[inline(never)]
+fn drop_dead_writes(writes: &mut Vec<WriteEntry>, pool: &mut Pool) {
+    writes.retain(|entry| entry.locked_from.is_dead());
+    for entry in writes.drain(..) {
+        // SAFETY: the entry owns its pending value, never published (invariants on `RawTx`),
+        // and it left the write set, so it is dropped once.
+        unsafe { (entry.drop_pending)(entry.pending, Some(&mut *pool)) };
+    }
+}
+
 /// The read set, write set and epoch guard of one transaction attempt.
 ///
 /// # Invariants
@@ -461,7 +499,7 @@ pub(crate) struct RawTx {
     /// Commit scratch of a transaction with commutes: write-set indices in address order, the
     /// order it locks them in.
     lock_order: Vec<usize>,
-    /// Reused scratch space: addresses to wake after a commit, or to wait on.
+    /// Reused scratch space: the addresses a `retry` waits on.
     scratch: Vec<(usize, u64)>,
     /// Copies of inline values lent out by `Reader::read_ref`, until the attempt ends.
     arena: Arena,
@@ -1512,8 +1550,24 @@ impl RawTx {
     ///
     /// On `Err`, nothing was published and every lock is released; the logs are kept for
     /// `reset`. On `Ok`, the write set has been moved into the variables.
+    #[inline]
     pub(crate) fn commit(&mut self) -> Result<(), Conflict> {
-        self.commit_ordered(None)
+        if !self.commutes.is_empty() {
+            return self.commit_ordered(None);
+        }
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let floor = self.lock_write_set()?;
+        let wv = self.clock.write_version(floor);
+        // Always validated: other writers take versions without moving the clock, so `wv` says
+        // nothing about whether one committed since our snapshot (`clock` module docs).
+        if !self.reads.iter().all(|r| self.still_current(r, true)) {
+            self.unlock_unchanged(self.writes.len());
+            return Err(Conflict);
+        }
+        self.publish_write_set(wv);
+        Ok(())
     }
 
     /// [`commit`](Self::commit), running `ordered` with a sequence number once the commit can
@@ -1535,24 +1589,11 @@ impl RawTx {
         if self.writes.is_empty() && ordered.is_none() {
             return Ok(());
         }
-        let mut floor = 0;
-        if self.commutes.is_empty() {
-            for i in 0..self.writes.len() {
-                let locked_from = match self.try_lock_entry(i) {
-                    Some(word) => word,
-                    None => {
-                        self.unlock_unchanged(i);
-                        return Err(Conflict);
-                    }
-                };
-                if !locked_from.is_dead() {
-                    floor = floor.max(locked_from.version());
-                }
-                self.writes[i].locked_from = locked_from;
-            }
+        let floor = if self.commutes.is_empty() {
+            self.lock_write_set()?
         } else {
-            floor = self.lock_in_address_order()?;
-        }
+            self.lock_in_address_order()?
+        };
         let mut sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
         let wv = self.clock.write_version(floor);
         // Always validated: other writers take versions without moving the clock, so `wv` says
@@ -1595,19 +1636,58 @@ impl RawTx {
                 std::panic::resume_unwind(panic);
             }
         }
+        self.publish_write_set(wv);
+        if hooked {
+            reclaim::locks_released();
+        }
+        Ok(())
+    }
+
+    /// Locks the write set in its order, for a commit without commutes: returns the highest
+    /// version the locks replaced, or gives up with every lock it took restored.
+    #[inline]
+    fn lock_write_set(&mut self) -> Result<u64, Conflict> {
+        let mut floor = 0;
+        for i in 0..self.writes.len() {
+            let Some(locked_from) = self.try_lock_entry(i) else {
+                self.unlock_unchanged(i);
+                return Err(Conflict);
+            };
+            if !locked_from.is_dead() {
+                floor = floor.max(locked_from.version());
+            }
+            self.writes[i].locked_from = locked_from;
+        }
+        Ok(floor)
+    }
+
+    /// The end of a commit that can no longer fail: moves each value into its variable and
+    /// unlocks it at `wv`, then (after every lock is released) wakes the waiters and drops
+    /// what was written to dead variables, and empties the write set.
+    #[inline]
+    fn publish_write_set(&mut self, wv: u64) {
         let guard = self
             .guard
             .as_ref()
             .expect("a running transaction is pinned");
-        self.scratch.clear();
-        let mut dead = Vec::new();
-        for entry in self.writes.drain(..) {
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
+        // Empties the write set when this function ends, also by a panic: `publish` can run a
+        // destructor (of a variable that died while we held its lock), and if that panics the
+        // entries are forgotten, leaking the boxes not yet published, rather than left in the
+        // log for `reset` to drop again.
+        let writes = ForgetOnDrop(&mut self.writes);
+        let mut waiters = false;
+        let mut dead = false;
+        for entry in writes.0.iter() {
             if entry.locked_from.is_dead() {
-                dead.push(entry);
+                dead = true;
                 continue;
             }
-            // SAFETY: we hold the entry's lock (taken above), its pending box, publish fn and
-            // header match (invariants on `RawTx`), and `guard` pins us.
+            // SAFETY: we hold the entry's lock (taken by the commit), its pending box, publish
+            // fn and header match (invariants on `RawTx`), and `guard` pins us. The entry's
+            // box moves into the variable here; the entry is forgotten below, never used again.
             unsafe {
                 (entry.publish)(
                     entry.header,
@@ -1619,27 +1699,14 @@ impl RawTx {
             }
             // SAFETY: header still valid (pinned); we hold its lock and wake waiters below.
             unsafe { (*entry.header).lock.unlock(wv) };
-            if entry.locked_from.has_waiters() {
-                self.scratch.push((entry.header as usize, 0));
-            }
+            waiters |= entry.locked_from.has_waiters();
         }
-        if !self.index.is_empty() {
-            self.index.clear();
+        if waiters {
+            wake_written(self.registry, writes.0);
         }
-        // Wake after every lock is released, so woken threads find the new values.
-        for &(addr, _) in &self.scratch {
-            self.registry.wake(addr);
+        if dead {
+            drop_dead_writes(writes.0, self.retired.pool());
         }
-        // Values written to dead variables, dropped only now: their destructors may let more
-        // variables die, which must not meet our locks.
-        for entry in dead {
-            // SAFETY: the entry owns its pending value, never published (invariants).
-            unsafe { (entry.drop_pending)(entry.pending, Some(self.retired.pool())) };
-        }
-        if hooked {
-            reclaim::locks_released();
-        }
-        Ok(())
     }
 
     /// Takes the lock of write entry `i`: the word it replaced, or `None` if the commit must
