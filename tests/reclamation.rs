@@ -305,3 +305,44 @@ fn chains_are_freed_after_a_little_churn() {
     drop(channel);
     assert_eq!(wait_until_all_freed(&LIVE), 0, "values leaked");
 }
+
+/// A variable whose last handle goes in a `while_committing` hook of a commit that writes it
+/// dies under that commit's lock, and the commit's publish drops its old value right there. If
+/// that destructor panics, the panic propagates, and the value the commit had already moved
+/// into the variable is not dropped by the aborted commit's log (which would drop it a second
+/// time once the variable dies, and free its box twice).
+#[test]
+fn a_destructor_panicking_while_a_commit_publishes_drops_nothing_twice() {
+    // Serial too: the panic hook runs while this thread is still pinned, and a backtrace takes
+    // long enough to hold up the epoch under another test's count of freed values.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static DROPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    /// `Versioned(0)` is the first value, whose destructor panics; `Versioned(1)` the new one.
+    struct Versioned(usize);
+    impl Drop for Versioned {
+        fn drop(&mut self) {
+            DROPS[self.0].fetch_add(1, Ordering::SeqCst);
+            if self.0 == 0 {
+                panic!("the replaced value's destructor panics");
+            }
+        }
+    }
+    let mut last_handle = Some(TVar::new(Versioned(0)));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        atomically(|tx| {
+            let v = last_handle.take().expect("one attempt: nothing else runs");
+            v.write(tx, Versioned(1))?;
+            tx.while_committing(move |_| drop(v));
+            Ok(())
+        })
+    }));
+    assert!(outcome.is_err(), "the destructor's panic propagates");
+    assert_eq!(DROPS[0].load(Ordering::SeqCst), 1, "the old value, once");
+    // The commit stopped between moving the new value in and unlocking, so the variable's
+    // burial still waits for its lock: nothing may have dropped the new value.
+    assert_eq!(
+        DROPS[1].load(Ordering::SeqCst),
+        0,
+        "the new value was dropped by the log"
+    );
+}

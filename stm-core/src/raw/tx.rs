@@ -1119,7 +1119,7 @@ impl RawTx {
     /// still current after the clock says `now >= seen`, the snapshot holds at `now`.
     fn extend(&mut self, seen: u64) -> Result<(), Conflict> {
         let now = self.clock.observe(seen);
-        if self.validate(false) {
+        if self.validate() {
             self.rv = now;
             self.rv_bound = Word::readable_bound(now);
             Ok(())
@@ -1128,12 +1128,21 @@ impl RawTx {
         }
     }
 
-    /// True if every read variable still has the version we read. With `own_locks` (the
-    /// commit), variables locked by this transaction's commit count with the version they had
-    /// when locked, and reads recorded for opacity only are not checked.
-    fn validate(&self, own_locks: bool) -> bool {
-        self.reads.iter().all(|r| self.still_current(r, own_locks))
-            && (own_locks || self.opacity_reads.is_empty() || self.validate_opacity_reads())
+    /// True if every read variable, those read for opacity only included, still has the
+    /// version we read (an extension of the snapshot).
+    fn validate(&self) -> bool {
+        self.reads.iter().all(|r| self.still_current(r, false))
+            && (self.opacity_reads.is_empty() || self.validate_opacity_reads())
+    }
+
+    /// A commit's validation, with its write set locked: true if every read variable still has
+    /// the version we read, counting a variable this commit locked with the version it had
+    /// when locked. Reads recorded for opacity only are not checked. Always run: other writers
+    /// take versions without moving the clock, so the write version says nothing about
+    /// whether one committed since our snapshot (`clock` module docs).
+    #[inline(always)]
+    fn reads_current_at_commit(&self) -> bool {
+        self.reads.iter().all(|r| self.still_current(r, true))
     }
 
     #[cold]
@@ -1144,7 +1153,9 @@ impl RawTx {
             .all(|r| self.still_current(r, false))
     }
 
-    /// Whether the variable of `r` still has the version `r` read (see `validate`).
+    /// Whether the variable of `r` still has the version `r` read; with `own_locks` (the commit,
+    /// [`reads_current_at_commit`](Self::reads_current_at_commit)), a variable this commit
+    /// locked counts with the version it had when locked.
     #[inline(always)]
     fn still_current(&self, r: &ReadEntry, own_locks: bool) -> bool {
         // SAFETY: recorded while pinned; we are still pinned (invariants on `RawTx`).
@@ -1571,9 +1582,7 @@ impl RawTx {
         }
         let floor = self.lock_write_set()?;
         let wv = self.clock.write_version(floor);
-        // Always validated: other writers take versions without moving the clock, so `wv` says
-        // nothing about whether one committed since our snapshot (`clock` module docs).
-        if !self.reads.iter().all(|r| self.still_current(r, true)) {
+        if !self.reads_current_at_commit() {
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
         }
@@ -1607,9 +1616,7 @@ impl RawTx {
         };
         let mut sequenced = ordered.as_ref().map(|_| clock::sequencer().lock());
         let wv = self.clock.write_version(floor);
-        // Always validated: other writers take versions without moving the clock, so `wv` says
-        // nothing about whether one committed since our snapshot (`clock` module docs).
-        if !self.reads.is_empty() && !self.validate(true) {
+        if !self.reads_current_at_commit() {
             drop(sequenced);
             self.unlock_unchanged(self.writes.len());
             return Err(Conflict);
